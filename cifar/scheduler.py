@@ -1,0 +1,108 @@
+"""Optimizers, the one-cycle schedule and the LR range test (torch-lr-finder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
+
+from .utils import autocast_dtype
+
+
+def make_optimizer(
+    name: str, params, lr: float, weight_decay: float = 1e-4, momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """``adam`` (the original course's choice) or ``sgd`` (Nesterov momentum)."""
+    name = name.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', not {name!r}")
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer,
+    max_lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    pct_start: float = 5 / 24,
+    div_factor: float = 100.0,
+    final_div_factor: float = 100.0,
+) -> OneCycleLR:
+    """Two-phase, linear one-cycle policy stepped per batch; the peak comes after ``pct_start`` of the steps."""
+    return OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+        three_phase=False,
+        anneal_strategy="linear",
+    )
+
+
+def lr_trace(max_lr: float, epochs: int, steps_per_epoch: int, **one_cycle_kwargs) -> np.ndarray:
+    """The learning rate of every batch under :func:`one_cycle` (for plotting)."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=max_lr)
+    schedule = one_cycle(optimizer, max_lr, epochs, steps_per_epoch, **one_cycle_kwargs)
+    lrs = []
+    for _ in range(epochs * steps_per_epoch):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    return np.asarray(lrs)
+
+
+@dataclass
+class LRFinderResult:
+    """What the range test measured: the LRs tried, the smoothed losses, and the suggestion."""
+
+    lrs: list[float]
+    losses: list[float]
+    suggested_lr: float
+    figure: plt.Figure
+
+
+def find_lr(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    train_loader,
+    device: torch.device,
+    end_lr: float = 0.1,
+    num_iter: int = 100,
+    use_autocast: bool = True,
+) -> LRFinderResult:
+    """Exponential LR range test; suggests the LR at the steepest loss descent.
+
+    The model and optimizer are restored to their initial state afterwards, so training
+    starts from the same weights the test started from.
+    """
+    from torch_lr_finder import LRFinder
+
+    amp = autocast_dtype(device) if use_autocast else None
+    kwargs = {}
+    if amp is not None:
+        kwargs = {
+            "amp_backend": "torch",
+            "amp_config": {"device_type": device.type, "dtype": amp},
+            "grad_scaler": torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
+        }
+    finder = LRFinder(model, optimizer, criterion, device=device, **kwargs)
+    finder.range_test(train_loader, end_lr=end_lr, num_iter=num_iter, step_mode="exp")
+    figure, ax = plt.subplots(figsize=(6, 4))
+    # torch-lr-finder's defaults (skip 10 first, 5 last points), shrunk for short fast-mode tests
+    skip_start, skip_end = min(10, num_iter // 5), min(5, num_iter // 10)
+    _, suggested = finder.plot(skip_start=skip_start, skip_end=skip_end, log_lr=True, suggest_lr=True, ax=ax)
+    ax.set_title(f"LR range test ({num_iter} iterations): steepest descent at {suggested:.2e}")
+    lrs, losses = list(finder.history["lr"]), list(finder.history["loss"])
+    finder.reset()
+    plt.close(figure)
+    return LRFinderResult(lrs=lrs, losses=losses, suggested_lr=float(suggested), figure=figure)

@@ -1,0 +1,537 @@
+"""Training and evaluation: one epoch, a resumable ``fit``, and the S10 recipe.
+
+``python -m cifar.train`` runs the S10 lesson's recipe end to end (LR range test, one-cycle
+Adam for 24 epochs, checkpoints every epoch, history, figures, weights + provenance JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .utils import autocast, autocast_dtype, get_device, seed_everything
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def _to_device(inputs: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool):
+    memory_format = torch.channels_last if channels_last and inputs.dim() == 4 else torch.contiguous_format
+    inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
+    if inputs.dtype == torch.uint8:
+        inputs = inputs.float().div_(255)
+    return inputs, targets.to(device, non_blocking=True)
+
+
+def accuracy_score(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample score of a classifier: 100 where the arg-max is the label, else 0."""
+    return (outputs.argmax(1) == targets).float() * 100
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    device: torch.device,
+    scheduler=None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+    progress: bool = True,
+    desc: str = "train",
+    max_steps: int | None = None,
+    grad_clip: float | None = None,
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
+) -> dict:
+    """One pass over ``loader``; the scheduler (if any) steps after every batch.
+
+    Returns the mean loss per sample, the mean score (accuracy in % by default), the last LR
+    and the LR of every batch, seconds and images/s. ``grad_clip`` clips each parameter
+    gradient's value to [-grad_clip, grad_clip] before the step.
+    """
+    model.train()
+    loss_sum, score_sum, seen, lrs = 0.0, 0.0, 0, []
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=desc, disable=not progress, mininterval=2, leave=False, file=sys.stdout)
+    for step, (inputs, targets) in enumerate(bar):
+        if max_steps is not None and step >= max_steps:
+            break
+        inputs, targets = _to_device(inputs, targets, device, channels_last)
+        with autocast(device, amp_dtype):
+            outputs = model(inputs)
+            loss = loss_fn(outputs, targets)
+        lr = optimizer.param_groups[0]["lr"]  # the LR this batch is trained with
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_value_(model.parameters(), grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.item() * len(targets)
+        score_sum += score_fn(outputs.detach().float(), targets).sum().item()
+        seen += len(targets)
+        lrs.append(lr)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", score=f"{score_sum / seen:.2f}", lr=f"{lr:.2e}")
+    seconds = time.perf_counter() - start
+    return {
+        "loss": loss_sum / max(seen, 1),
+        "score": score_sum / max(seen, 1),
+        "lr": lrs[-1] if lrs else optimizer.param_groups[0]["lr"],
+        "lrs": lrs,
+        "seconds": seconds,
+        "images_per_s": seen / seconds if seconds > 0 else 0.0,
+    }
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 outputs (logits) and targets for every sample of ``loader``, on the CPU, in eval mode."""
+    model.eval()
+    all_outputs, all_targets = [], []
+    for inputs, targets in tqdm(loader, desc="eval", disable=not progress, leave=False, file=sys.stdout):
+        inputs, targets = _to_device(inputs, targets, device, channels_last)
+        with autocast(device, amp_dtype):
+            outputs = model(inputs)
+        all_outputs.append(outputs.float().cpu())
+        all_targets.append(targets.cpu())
+    return torch.cat(all_outputs), torch.cat(all_targets)
+
+
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+    loss_fn: nn.Module | None = None,
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
+) -> dict[str, float]:
+    """Mean loss per sample (cross-entropy by default) and mean score over the whole of ``loader``."""
+    outputs, targets = predict(model, loader, device, amp_dtype, channels_last)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    return {"loss": loss_fn(outputs, targets).item(), "score": score_fn(outputs, targets).mean().item()}
+
+
+def seed_epoch(loader, seed: int) -> None:
+    """Re-seed shuffling and augmentation so that epoch ``e`` is the same whether or not resumed."""
+    torch.manual_seed(seed)
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(seed)
+    transform = getattr(getattr(loader, "dataset", None), "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_history(history: list[dict], folder: Path) -> pd.DataFrame:
+    """Write ``history.csv`` and ``history.json`` in ``folder``; returns the table."""
+    frame = pd.DataFrame(history)
+    frame.to_csv(folder / "history.csv", index=False)
+    (folder / "history.json").write_text(json.dumps(history, indent=1))
+    return frame
+
+
+@dataclass
+class FitResult:
+    """One row per epoch (losses, accuracies, LR, timing) and the LR of every batch."""
+
+    history: list[dict]
+    lrs: list[float]
+
+
+def fit(
+    model: nn.Module,
+    train_loader,
+    test_loader,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    epochs: int,
+    device: torch.device,
+    loss_fn: nn.Module | None = None,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    config: dict | None = None,
+    amp_dtype: torch.dtype | None | str = "auto",
+    channels_last: bool = True,
+    progress: bool = True,
+    max_steps_per_epoch: int | None = None,
+    grad_clip: float | None = None,
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
+    score_name: str = "acc",
+    log=print,
+) -> FitResult:
+    """Train for ``epochs`` epochs, evaluating after each; returns the history and per-batch LRs.
+
+    The history has ``train_loss``, ``test_loss`` and ``train_<score_name>``,
+    ``test_<score_name>`` (accuracy in % by default; e.g. mean IoU for box regression).
+
+    With ``checkpoint_dir`` the model, optimizer, scheduler and history are saved atomically
+    after every epoch, and a later call with the same directory and ``config`` resumes
+    after the last finished epoch (an interrupted run loses at most one epoch).
+    """
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    if amp_dtype == "auto":
+        amp_dtype = autocast_dtype(device)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    history: list[dict] = []
+    lr_record: list[float] = []  # the LR of every batch, for the LR-trend plot
+    start_epoch = 0
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / CHECKPOINT_NAME
+        if path.is_file():
+            state = torch.load(path, map_location=device, weights_only=False)
+            if config is not None and state.get("config") != config:
+                raise ValueError(
+                    f"{path} was written by a different configuration:\n  saved: {state.get('config')}\n"
+                    f"  now:   {config}\nUse another checkpoint_dir or delete {path} to start afresh."
+                )
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            history, start_epoch = state["history"], state["epoch"]
+            lr_record = state.get("lrs", [])
+            log(f"Resumed from {path.name} after epoch {start_epoch} of {epochs}.")
+    for epoch in range(start_epoch, epochs):
+        seed_epoch(train_loader, seed * 1000 + epoch)
+        train = train_one_epoch(
+            model, train_loader, optimizer, loss_fn, device, scheduler, amp_dtype, channels_last,
+            progress, desc=f"epoch {epoch + 1}/{epochs}", max_steps=max_steps_per_epoch, grad_clip=grad_clip,
+            score_fn=score_fn,
+        )  # fmt: skip
+        started = time.perf_counter()
+        test = evaluate(model, test_loader, device, amp_dtype, channels_last, loss_fn, score_fn)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": train["loss"],
+            f"train_{score_name}": train["score"],
+            "test_loss": test["loss"],
+            f"test_{score_name}": test["score"],
+            "lr": train["lr"],
+            "seconds": train["seconds"],
+            "eval_seconds": time.perf_counter() - started,
+            "images_per_s": train["images_per_s"],
+        }
+        lr_record.extend(train["lrs"])
+        history.append(row)
+        log(
+            f"epoch {row['epoch']:>2}/{epochs}  train loss {train['loss']:.4f} {score_name} {train['score']:.2f}  "
+            f"test loss {test['loss']:.4f} {score_name} {test['score']:.2f}  lr {row['lr']:.2e}  "
+            f"{row['seconds']:.0f}s ({row['images_per_s']:.0f} img/s)"
+        )
+        if folder is not None:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "epoch": epoch + 1,
+                "history": history,
+                "lrs": lr_record,
+                "config": config,
+            }
+            _save_atomic(state, folder / CHECKPOINT_NAME)
+            save_history(history, folder)
+    return FitResult(history, lr_record)
+
+
+def first_epoch_reaching(history: list[dict], accuracy: float) -> int | None:
+    """First epoch whose test accuracy is at least ``accuracy`` (%), or None."""
+    return next((row["epoch"] for row in history if row["test_acc"] >= accuracy), None)
+
+
+# ----------------------------------------------------------------------------- the S10 recipe
+
+
+@dataclass
+class S10Config:
+    """Everything that defines an S10 run; saved with its checkpoints and weights."""
+
+    epochs: int = 24
+    batch_size: int = 512
+    optimizer: str = "adam"
+    weight_decay: float = 1e-4
+    max_lr: float | None = None  # None: take the LR range test's suggestion
+    finder_start_lr: float = 1e-7
+    finder_end_lr: float = 0.1
+    finder_iters: int = 100
+    pct_start: float = 5 / 24  # peak LR after epoch 5 of 24
+    div_factor: float = 100.0
+    final_div_factor: float = 100.0
+    label_smoothing: float = 0.0
+    dropout: float = 0.0
+    seed: int = 1
+    train_subset: int | None = None
+    test_subset: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class S10Data:
+    """Loaders plus what the lesson shows about the data."""
+
+    train_loader: torch.utils.data.DataLoader
+    test_loader: torch.utils.data.DataLoader
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_images: object
+    train_labels: object
+    test_images: object
+    test_labels: object
+
+
+def _subset(images, labels, n: int | None, seed: int):
+    """A class-balanced, seeded subset of ``n`` samples (all of them when n is None)."""
+    if n is None or n >= len(labels):
+        return images, labels
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = max(1, n // len(classes))
+    keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes])
+    keep.sort()
+    return images[keep], labels[keep]
+
+
+def s10_data(config: S10Config, root: str | Path | None = None, download: bool = False) -> S10Data:
+    """Real CIFAR-10 through the data layer, mean/std from the training set, S10 transforms."""
+    from .dataset import AlbumentationsDataset, load_cifar10, make_loader, mean_std, test_transforms, train_transforms
+
+    train_images, train_labels = load_cifar10("train", root, download)
+    test_images, test_labels = load_cifar10("test", root, download)
+    mean, std = mean_std(train_images)
+    train_images, train_labels = _subset(train_images, train_labels, config.train_subset, config.seed)
+    test_images, test_labels = _subset(test_images, test_labels, config.test_subset, config.seed)
+    train_set = AlbumentationsDataset(train_images, train_labels, train_transforms(mean, std))
+    test_set = AlbumentationsDataset(test_images, test_labels, test_transforms(mean, std))
+    return S10Data(
+        make_loader(train_set, config.batch_size, train=True, seed=config.seed),
+        make_loader(test_set, 1000, train=False),
+        mean, std, train_images, train_labels, test_images, test_labels,
+    )  # fmt: skip
+
+
+def s10_model(config: S10Config) -> nn.Module:
+    """A freshly initialised CustomResNet, seeded."""
+    from .model import CustomResNet
+
+    seed_everything(config.seed)
+    return CustomResNet(dropout=config.dropout)
+
+
+def s10_loss(config: S10Config) -> nn.Module:
+    return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+
+def s10_find_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch.device):
+    """The LR range test of the recipe; its suggestion becomes the one-cycle maximum."""
+    from .scheduler import find_lr, make_optimizer
+
+    seed_epoch(data.train_loader, config.seed * 1000 - 1)
+    model.to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.finder_start_lr, config.weight_decay)
+    return find_lr(
+        model, optimizer, s10_loss(config), data.train_loader, device,
+        end_lr=config.finder_end_lr, num_iter=config.finder_iters,
+    )  # fmt: skip
+
+
+def s10_fit(
+    model: nn.Module,
+    data: S10Data,
+    config: S10Config,
+    max_lr: float,
+    device: torch.device,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    max_steps_per_epoch: int | None = None,
+    log=print,
+) -> FitResult:
+    """One-cycle training of the recipe with ``max_lr`` as the peak; resumable."""
+    from .scheduler import make_optimizer, one_cycle
+
+    optimizer = make_optimizer(config.optimizer, model.parameters(), max_lr / config.div_factor, config.weight_decay)
+    steps = len(data.train_loader) if max_steps_per_epoch is None else min(max_steps_per_epoch, len(data.train_loader))
+    schedule = one_cycle(
+        optimizer, max_lr, config.epochs, steps, config.pct_start, config.div_factor, config.final_div_factor
+    )
+    run_config = {**asdict(config), "max_lr": max_lr}
+    return fit(
+        model, data.train_loader, data.test_loader, optimizer, schedule, config.epochs, device,
+        loss_fn=s10_loss(config), seed=config.seed, checkpoint_dir=checkpoint_dir, config=run_config,
+        progress=progress, max_steps_per_epoch=max_steps_per_epoch, log=log,
+    )  # fmt: skip
+
+
+def describe_device(device: torch.device) -> str:
+    """A human name for the hardware, for provenance records."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {name}, {torch.get_num_threads()} threads"
+
+
+def save_weights(
+    model: nn.Module,
+    path: str | Path,
+    config: S10Config,
+    max_lr: float,
+    history: list[dict],
+    summary: dict,
+    data: S10Data,
+    data_dir: str | Path | None,
+) -> Path:
+    """fp16 state_dict at ``path`` plus a provenance JSON beside it (same name, .json)."""
+    from .dataset import CIFAR10_CLASSES, file_sha256, local_cifar10_source
+    from .utils import data_dir as env_data_dir
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    _save_atomic(state, path)
+    root = data_dir if data_dir is not None else env_data_dir("cifar10")
+    source = local_cifar10_source(Path(root), "train") if root is not None else None
+    record = {
+        "architecture": type(model).__name__,
+        "classes": list(CIFAR10_CLASSES),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "epochs": config.epochs,
+        "recipe": {
+            "optimizer": config.optimizer, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
+            "max_lr": max_lr, "max_lr_from": "given" if config.max_lr is not None else "LR range test (steepest descent)",
+            "schedule": f"OneCycleLR two-phase linear, peak at epoch {config.pct_start * config.epochs:g} of {config.epochs}, "
+                        f"div_factor {config.div_factor:g}, final_div_factor {config.final_div_factor:g}, per batch",
+            "label_smoothing": config.label_smoothing, "augmentation": "cifar.dataset.train_transforms",
+        },
+        "seed": config.seed,
+        "command": summary.get("command"),
+        "device": summary.get("device"),
+        "wall_seconds": round(summary.get("train_seconds", 0.0), 1),
+        "train_data": source.name if source is not None else "torchvision CIFAR10 download",
+        "train_data_sha256": file_sha256(source) if source is not None and source.is_file() else None,
+        "train_images": int(len(data.train_labels)),
+        "test_images": int(len(data.test_labels)),
+        "test_accuracy": round(history[-1]["test_acc"], 2),
+        "first_epoch_90": first_epoch_reaching(history, 90.0),
+        "history": history,
+    }  # fmt: skip
+    path.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = S10Config()
+    parser = argparse.ArgumentParser(
+        prog="python -m cifar.train", description="Train the S10 CustomResNet on CIFAR-10 (the lesson's recipe)."
+    )
+    parser.add_argument("--data-dir", help="folder with cifar10_{train,test}.zip or train/ test/ class folders "
+                        "(default: $CIFAR_DATA_DIR/cifar10)")  # fmt: skip
+    parser.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision if no local copy")
+    parser.add_argument(
+        "--out", default="runs/s10", help="run folder: checkpoint, history, figures (resumes if present)"
+    )
+    parser.add_argument("--weights", default="weights/s10_custom_resnet.pt", help="where to write the final weights")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default=defaults.optimizer)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--max-lr", type=float, default=None, help="skip the LR range test and use this peak LR")
+    parser.add_argument("--finder-iters", type=int, default=defaults.finder_iters)
+    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--train-subset", type=int, default=None, help="train on a class-balanced subset")
+    parser.add_argument("--test-subset", type=int, default=None, help="test on a class-balanced subset")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch (smoke tests)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the S10 recipe from the command line; returns the run summary."""
+    args = parse_args(argv)
+    config = S10Config(
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        max_lr=args.max_lr, finder_iters=args.finder_iters, label_smoothing=args.label_smoothing, seed=args.seed,
+        train_subset=args.train_subset, test_subset=args.test_subset,
+    )  # fmt: skip
+    from .dataset import DataError
+    from .utils import plot_history, plot_lrs
+
+    device = get_device()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        data = s10_data(config, args.data_dir, args.download)
+    except DataError as error:
+        sys.exit(f"error: {error}")
+    print(f"device: {describe_device(device)}; autocast: {autocast_dtype(device)}; "
+          f"train {len(data.train_labels)} / test {len(data.test_labels)} images; mean {data.mean} std {data.std}")  # fmt: skip
+    started = time.time()
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    model = s10_model(config)
+    if config.max_lr is not None:
+        max_lr = config.max_lr
+    elif "max_lr" in summary:
+        max_lr = summary["max_lr"]  # the range test already ran for this run folder
+        print(f"max LR {max_lr:.3e} from the range test recorded in {summary_path}")
+    else:
+        result = s10_find_lr(model, data, config, device)
+        max_lr = result.suggested_lr
+        result.figure.savefig(out / "lr_finder.png", dpi=120, bbox_inches="tight")
+        print(f"LR range test suggests max LR {max_lr:.3e} (steepest descent)")
+    summary.update({"config": asdict(config), "max_lr": max_lr, "device": describe_device(device),
+                    "command": "python -m cifar.train " + " ".join(argv if argv is not None else sys.argv[1:])})  # fmt: skip
+    summary_path.write_text(json.dumps(summary, indent=1))
+    result = s10_fit(model, data, config, max_lr, device, out, max_steps_per_epoch=args.max_steps)
+    history = result.history
+    summary["train_seconds"] = summary.get("train_seconds", 0.0) + (time.time() - started)
+    summary["history"] = history
+    summary["first_epoch_90"] = first_epoch_reaching(history, 90.0)
+    summary_path.write_text(json.dumps(summary, indent=1))
+    plot_history(history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
+    plot_lrs(result.lrs, len(result.lrs) // config.epochs).savefig(out / "lr_trace.png", dpi=120, bbox_inches="tight")
+    if args.weights:
+        save_weights(model, args.weights, config, max_lr, history, summary, data, args.data_dir)
+    print(f"final test accuracy {history[-1]['test_acc']:.2f}%; first epoch >= 90%: {summary['first_epoch_90']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

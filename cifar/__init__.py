@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .dataset import (  # noqa: E402
+from .dataset import (
     CIFAR10_CLASSES,
     AlbumentationsDataset,
     DataError,
@@ -12,9 +12,9 @@ from .dataset import (  # noqa: E402
     test_transforms,
     train_transforms,
 )
-from .model import ConvBlock, CustomResNet, ResidualBlock, Stage  # noqa: E402
-from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle  # noqa: E402
-from .train import (  # noqa: E402
+from .model import ConvBlock, CustomResNet, ResidualBlock, Stage
+from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle
+from .train import (
     FitResult,
     S10Config,
     evaluate,
@@ -27,7 +27,7 @@ from .train import (  # noqa: E402
     s10_model,
     train_one_epoch,
 )
-from .utils import (  # noqa: E402
+from .utils import (
     autocast_dtype,
     count_parameters,
     data_dir,

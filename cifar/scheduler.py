@@ -62,12 +62,22 @@ def lr_trace(max_lr: float, epochs: int, steps_per_epoch: int, **one_cycle_kwarg
 
 @dataclass
 class LRFinderResult:
-    """What the range test measured: the LRs tried, the smoothed losses, and the suggestion."""
+    """What the range test measured: the LRs tried, the smoothed losses, and the suggestions.
+
+    ``steepest_lr`` is torch-lr-finder's own suggestion (steepest descent of the loss);
+    ``min_loss_lr`` is where the loss bottoms out; ``suggested_lr`` is the one the ``rule`` picks.
+    """
 
     lrs: list[float]
     losses: list[float]
+    steepest_lr: float
+    min_loss_lr: float
     suggested_lr: float
+    rule: str
     figure: plt.Figure
+
+
+SUGGESTION_RULES = ("min/10", "steepest")
 
 
 def find_lr(
@@ -78,15 +88,21 @@ def find_lr(
     device: torch.device,
     end_lr: float = 0.1,
     num_iter: int = 100,
+    rule: str = "min/10",
     use_autocast: bool = True,
 ) -> LRFinderResult:
-    """Exponential LR range test; suggests the LR at the steepest loss descent.
+    """Exponential LR range test (torch-lr-finder) and a suggested maximum LR.
 
-    The model and optimizer are restored to their initial state afterwards, so training
-    starts from the same weights the test started from.
+    ``rule="min/10"`` suggests a tenth of the LR at the lowest smoothed loss (fastai's rule:
+    the highest LR that still descends well, clear of the blow-up); ``rule="steepest"`` takes
+    torch-lr-finder's steepest-descent point, which on a long straight descent can land
+    anywhere along it. Both are marked on the figure. The model and optimizer are restored
+    to their initial state afterwards, so training starts from the weights the test started from.
     """
     from torch_lr_finder import LRFinder
 
+    if rule not in SUGGESTION_RULES:
+        raise ValueError(f"rule must be one of {SUGGESTION_RULES}, not {rule!r}")
     amp = autocast_dtype(device) if use_autocast else None
     kwargs = {}
     if amp is not None:
@@ -100,9 +116,15 @@ def find_lr(
     figure, ax = plt.subplots(figsize=(6, 4))
     # torch-lr-finder's defaults (skip 10 first, 5 last points), shrunk for short fast-mode tests
     skip_start, skip_end = min(10, num_iter // 5), min(5, num_iter // 10)
-    _, suggested = finder.plot(skip_start=skip_start, skip_end=skip_end, log_lr=True, suggest_lr=True, ax=ax)
-    ax.set_title(f"LR range test ({num_iter} iterations): steepest descent at {suggested:.2e}")
+    _, steepest = finder.plot(skip_start=skip_start, skip_end=skip_end, log_lr=True, suggest_lr=True, ax=ax)
     lrs, losses = list(finder.history["lr"]), list(finder.history["loss"])
+    window = slice(skip_start, len(lrs) - skip_end)
+    min_loss_lr = float(np.asarray(lrs[window])[np.argmin(losses[window])])
+    suggested = min_loss_lr / 10 if rule == "min/10" else float(steepest)
+    ax.axvline(min_loss_lr, color="grey", linestyle=":", label=f"lowest loss {min_loss_lr:.2e}")
+    ax.axvline(suggested, color="green", linestyle="--", label=f"suggested ({rule}) {suggested:.2e}")
+    ax.legend(fontsize=8)
+    ax.set_title(f"LR range test, {num_iter} iterations: max LR {suggested:.2e}")
     finder.reset()
     plt.close(figure)
-    return LRFinderResult(lrs=lrs, losses=losses, suggested_lr=float(suggested), figure=figure)
+    return LRFinderResult(lrs, losses, float(steepest), min_loss_lr, suggested, rule, figure)

@@ -283,6 +283,7 @@ class S10Config:
     finder_start_lr: float = 1e-7
     finder_end_lr: float = 0.1
     finder_iters: int = 100
+    finder_rule: str = "min/10"  # a tenth of the lowest-loss LR; "steepest" is torch-lr-finder's pick
     pct_start: float = 5 / 24  # peak LR after epoch 5 of 24
     div_factor: float = 100.0
     final_div_factor: float = 100.0
@@ -361,7 +362,7 @@ def s10_find_lr(model: nn.Module, data: S10Data, config: S10Config, device: torc
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.finder_start_lr, config.weight_decay)
     return find_lr(
         model, optimizer, s10_loss(config), data.train_loader, device,
-        end_lr=config.finder_end_lr, num_iter=config.finder_iters,
+        end_lr=config.finder_end_lr, num_iter=config.finder_iters, rule=config.finder_rule,
     )  # fmt: skip
 
 
@@ -435,9 +436,11 @@ def save_weights(
         "epochs": config.epochs,
         "recipe": {
             "optimizer": config.optimizer, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
-            "max_lr": max_lr, "max_lr_from": "given" if config.max_lr is not None else "LR range test (steepest descent)",
-            "schedule": f"OneCycleLR two-phase linear, peak at epoch {config.pct_start * config.epochs:g} of {config.epochs}, "
-                        f"div_factor {config.div_factor:g}, final_div_factor {config.final_div_factor:g}, per batch",
+            "max_lr": max_lr,
+            "max_lr_from": "given" if config.max_lr is not None else f"LR range test, rule {config.finder_rule}",
+            "schedule": f"OneCycleLR two-phase linear, peak at epoch {config.pct_start * config.epochs:g} of "
+                        f"{config.epochs}, div_factor {config.div_factor:g}, final_div_factor "
+                        f"{config.final_div_factor:g}, stepped per batch",
             "label_smoothing": config.label_smoothing, "augmentation": "cifar.dataset.train_transforms",
         },
         "seed": config.seed,
@@ -474,6 +477,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--max-lr", type=float, default=None, help="skip the LR range test and use this peak LR")
     parser.add_argument("--finder-iters", type=int, default=defaults.finder_iters)
+    parser.add_argument("--finder-rule", choices=["min/10", "steepest"], default=defaults.finder_rule,
+                        help="how the range test's curve picks the one-cycle peak")  # fmt: skip
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--train-subset", type=int, default=None, help="train on a class-balanced subset")
@@ -482,12 +487,65 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _read_summary(run_dir: Path | None) -> dict:
+    path = None if run_dir is None else Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
+def _write_summary(run_dir: Path | None, **values) -> dict:
+    summary = _read_summary(run_dir)
+    summary.update(values)
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch.device, run_dir=None):
+    """The one-cycle peak LR and the range-test figure.
+
+    ``config.max_lr`` when given; otherwise the LR range test's suggestion. The test runs once
+    per run folder: its suggestion and plot are saved there and reused when the run resumes,
+    so a resumed run keeps exactly the schedule it started with.
+    """
+    import matplotlib.pyplot as plt
+
+    if config.max_lr is not None:
+        return config.max_lr, None
+    summary = _read_summary(run_dir)
+    plot_path = None if run_dir is None else Path(run_dir) / "lr_finder.png"
+    if "max_lr" in summary and plot_path.is_file():
+        if summary.get("config") != asdict(config):
+            raise ValueError(f"{run_dir} holds a run of another configuration; use another run folder.")
+        figure, ax = plt.subplots(figsize=(6, 4))
+        ax.imshow(plt.imread(plot_path))
+        ax.axis("off")
+        plt.close(figure)
+        return summary["max_lr"], figure
+    result = s10_find_lr(model, data, config, device)
+    if plot_path is not None:
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        result.figure.savefig(plot_path, dpi=120, bbox_inches="tight")
+        _write_summary(run_dir, config=asdict(config), max_lr=result.suggested_lr,
+                       finder={"lrs": result.lrs, "losses": result.losses, "steepest_lr": result.steepest_lr,
+                               "min_loss_lr": result.min_loss_lr, "rule": result.rule})  # fmt: skip
+    return result.suggested_lr, result.figure
+
+
+def s10_config(fast: bool = False) -> S10Config:
+    """The lesson's recipe; ``fast`` shrinks it to a smoke test (small subsets, 2 short epochs)."""
+    if fast:
+        return S10Config(epochs=2, batch_size=64, finder_iters=20, train_subset=640, test_subset=500)
+    return S10Config()
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the S10 recipe from the command line; returns the run summary."""
     args = parse_args(argv)
     config = S10Config(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, weight_decay=args.weight_decay,
-        max_lr=args.max_lr, finder_iters=args.finder_iters, label_smoothing=args.label_smoothing, seed=args.seed,
+        max_lr=args.max_lr, finder_iters=args.finder_iters, finder_rule=args.finder_rule,
+        label_smoothing=args.label_smoothing, seed=args.seed,
         train_subset=args.train_subset, test_subset=args.test_subset,
     )  # fmt: skip
     from .dataset import DataError
@@ -495,36 +553,25 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = get_device()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     try:
         data = s10_data(config, args.data_dir, args.download)
     except DataError as error:
         sys.exit(f"error: {error}")
-    print(f"device: {describe_device(device)}; autocast: {autocast_dtype(device)}; "
-          f"train {len(data.train_labels)} / test {len(data.test_labels)} images; mean {data.mean} std {data.std}")  # fmt: skip
+    print(f"device: {describe_device(device)}; autocast: {autocast_dtype(device)}; train {len(data.train_labels)} / "
+          f"test {len(data.test_labels)} images; mean {data.mean} std {data.std}")  # fmt: skip
     started = time.time()
-    summary_path = out / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     model = s10_model(config)
-    if config.max_lr is not None:
-        max_lr = config.max_lr
-    elif "max_lr" in summary:
-        max_lr = summary["max_lr"]  # the range test already ran for this run folder
-        print(f"max LR {max_lr:.3e} from the range test recorded in {summary_path}")
-    else:
-        result = s10_find_lr(model, data, config, device)
-        max_lr = result.suggested_lr
-        result.figure.savefig(out / "lr_finder.png", dpi=120, bbox_inches="tight")
-        print(f"LR range test suggests max LR {max_lr:.3e} (steepest descent)")
-    summary.update({"config": asdict(config), "max_lr": max_lr, "device": describe_device(device),
-                    "command": "python -m cifar.train " + " ".join(argv if argv is not None else sys.argv[1:])})  # fmt: skip
-    summary_path.write_text(json.dumps(summary, indent=1))
+    max_lr, _ = s10_max_lr(model, data, config, device, out)
+    print(f"one-cycle peak LR {max_lr:.3e}")
+    command = "python -m cifar.train " + " ".join(argv if argv is not None else sys.argv[1:])
+    _write_summary(out, config=asdict(config), max_lr=max_lr, device=describe_device(device), command=command.strip())
     result = s10_fit(model, data, config, max_lr, device, out, max_steps_per_epoch=args.max_steps)
     history = result.history
-    summary["train_seconds"] = summary.get("train_seconds", 0.0) + (time.time() - started)
-    summary["history"] = history
-    summary["first_epoch_90"] = first_epoch_reaching(history, 90.0)
-    summary_path.write_text(json.dumps(summary, indent=1))
+    summary = _read_summary(out)
+    summary = _write_summary(
+        out, train_seconds=summary.get("train_seconds", 0.0) + (time.time() - started), history=history,
+        first_epoch_90=first_epoch_reaching(history, 90.0),
+    )  # fmt: skip
     plot_history(history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
     plot_lrs(result.lrs, len(result.lrs) // config.epochs).savefig(out / "lr_trace.png", dpi=120, bbox_inches="tight")
     if args.weights:

@@ -136,3 +136,100 @@ def plot_lrs(lrs: list[float], steps_per_epoch: int, title: str = "Learning rate
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def denormalize(image: torch.Tensor, mean, std) -> np.ndarray:
+    """A normalized CHW tensor back to an HWC float image in [0, 1]."""
+    mean_t = torch.as_tensor(mean, dtype=image.dtype).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=image.dtype).view(-1, 1, 1)
+    return (image.detach().cpu() * std_t + mean_t).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def show_images(images, titles: list[str] | None = None, ncols: int = 8, size: float = 1.6, title: str | None = None):
+    """A grid of HWC images (uint8 or float in [0, 1]) with optional titles; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    figure, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.3)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (ax, image) in enumerate(zip(axes.flat, images)):
+        ax.imshow(image, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def misclassified_indices(outputs: torch.Tensor, targets: torch.Tensor, n: int = 10) -> torch.Tensor:
+    """Indices of the ``n`` wrong predictions made with the highest confidence."""
+    probabilities = outputs.softmax(1)
+    confidence, predicted = probabilities.max(1)
+    wrong = torch.nonzero(predicted != targets).flatten()
+    order = confidence[wrong].argsort(descending=True)
+    return wrong[order[:n]]
+
+
+def gradcam_overlays(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    classes: list[int],
+    target_layer: torch.nn.Module,
+    mean,
+    std,
+) -> list[np.ndarray]:
+    """Grad-CAM heat maps (pytorch-grad-cam) for ``classes``, laid over the de-normalized inputs."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model.eval()
+    parameter = next(model.parameters())
+    inputs = inputs.to(parameter.device, parameter.dtype)
+    with GradCAM(model=model, target_layers=[target_layer]) as cam:
+        heatmaps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    return [
+        show_cam_on_image(denormalize(image, mean, std).astype(np.float32), heatmap, use_rgb=True, image_weight=0.6)
+        for image, heatmap in zip(inputs.cpu(), heatmaps)
+    ]
+
+
+def confusion_matrix(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Counts[true, predicted]."""
+    flat = targets.long() * num_classes + predicted.long()
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes).numpy()
+
+
+def per_class_accuracy(matrix: np.ndarray, classes):
+    """Per-class test accuracy (%) from a confusion matrix, with counts."""
+    import pandas as pd
+
+    correct = np.diag(matrix)
+    total = matrix.sum(1)
+    return pd.DataFrame(
+        {"class": list(classes), "correct": correct, "images": total, "accuracy %": np.round(100 * correct / total, 2)}
+    ).set_index("class")
+
+
+def plot_confusion(matrix: np.ndarray, classes, title: str = "Confusion matrix (test set)"):
+    """Heat map of a confusion matrix with counts in the cells."""
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    threshold = matrix.max() / 2
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black")  # fmt: skip
+    figure.colorbar(image, ax=ax, fraction=0.046)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

@@ -1,0 +1,138 @@
+"""Training engine: metrics, one-cycle shape, exact resume, the LR range test, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cifar import train
+from cifar.dataset import AlbumentationsDataset, make_loader, train_transforms
+from cifar.scheduler import lr_trace, make_optimizer, one_cycle
+from cifar.utils import autocast_dtype, seed_everything
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).relu().mean((2, 3)))
+
+
+def _loaders(n=96, batch=16):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n)
+    train_set = AlbumentationsDataset(images, labels, train_transforms((0.5,) * 3, (0.25,) * 3))
+    test_set = AlbumentationsDataset(images[:32], labels[:32])
+    return make_loader(train_set, batch, train=True, seed=3, num_workers=0), make_loader(test_set, 16, train=False)
+
+
+def _run(epochs, folder, stop_after=None):
+    seed_everything(0)
+    model = Tiny()
+    train_loader, test_loader = _loaders()
+    optimizer = make_optimizer("sgd", model.parameters(), 0.01)
+    schedule = one_cycle(optimizer, 0.1, epochs, len(train_loader))
+    result = train.fit(
+        model, train_loader, test_loader, optimizer, schedule, stop_after or epochs, torch.device("cpu"),
+        seed=5, checkpoint_dir=folder, config={"epochs": epochs}, progress=False, log=lambda *_: None,
+    )  # fmt: skip
+    return model, result
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, straight_result = _run(3, tmp_path / "straight")
+    _run(3, tmp_path / "interrupted", stop_after=1)  # "interrupted" after epoch 1
+    resumed, resumed_result = _run(3, tmp_path / "interrupted")
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [r["train_loss"] for r in straight_result.history] == [r["train_loss"] for r in resumed_result.history]
+    assert straight_result.lrs == resumed_result.lrs
+    saved = json.loads((tmp_path / "interrupted" / "history.json").read_text())
+    assert [row["epoch"] for row in saved] == [1, 2, 3]
+
+
+def test_resume_refuses_another_config(tmp_path):
+    _run(2, tmp_path, stop_after=1)
+    with pytest.raises(ValueError, match="different configuration"):
+        _run(3, tmp_path)
+
+
+def test_history_rows_and_true_mean_test_loss(tmp_path):
+    model, result = _run(1, tmp_path)
+    row = result.history[0]
+    assert set(row) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+    _, test_loader = _loaders()
+    cpu = torch.device("cpu")
+    logits, labels = train.predict(model, test_loader, cpu, autocast_dtype(cpu))  # as fit evaluates
+    expected = nn.functional.cross_entropy(logits, labels, reduction="sum").item() / len(labels)
+    assert row["test_loss"] == pytest.approx(expected, rel=1e-5)
+    assert row["test_acc"] == pytest.approx(100 * (logits.argmax(1) == labels).float().mean().item())
+
+
+def test_one_cycle_peaks_at_epoch_5_of_24():
+    lrs = lr_trace(0.01, epochs=24, steps_per_epoch=10)
+    assert len(lrs) == 240
+    assert int(np.argmax(lrs)) == 50 - 1 or int(np.argmax(lrs)) == 50
+    assert lrs.max() == pytest.approx(0.01)
+    assert lrs[0] == pytest.approx(0.01 / 100)
+    assert lrs[-1] == pytest.approx(0.01 / 100 / 100, rel=0.05)
+    rising, falling = np.diff(lrs[:50]), np.diff(lrs[51:])
+    assert (rising > 0).all() and (falling < 0).all()
+    assert np.allclose(np.diff(rising), 0, atol=1e-9)  # linear
+
+
+def test_grad_clip_limits_gradients():
+    model = Tiny()
+    train_loader, _ = _loaders(n=16, batch=16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    train.train_one_epoch(model, train_loader, optimizer, nn.CrossEntropyLoss(), torch.device("cpu"),
+                          progress=False, grad_clip=1e-4)  # fmt: skip
+    assert max(p.grad.abs().max().item() for p in model.parameters()) <= 1e-4
+
+
+def test_lr_range_test_suggests_and_restores(tmp_path):
+    from cifar.scheduler import find_lr
+
+    seed_everything(0)
+    model = Tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_loader, _ = _loaders()
+    optimizer = make_optimizer("adam", model.parameters(), 1e-7)
+    result = find_lr(model, optimizer, nn.CrossEntropyLoss(), train_loader, torch.device("cpu"), 0.1, 20)
+    assert len(result.lrs) == 20 and result.lrs[0] < result.lrs[-1] <= 0.1
+    assert 1e-7 <= result.suggested_lr <= 0.1
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
+def test_cli_fast_run_writes_everything(cifar10_root, tmp_path):
+    out = tmp_path / "run"
+    summary = train.main([
+        "--data-dir", str(cifar10_root), "--out", str(out), "--weights", str(tmp_path / "w.pt"),
+        "--epochs", "1", "--batch-size", "32", "--finder-iters", "20", "--train-subset", "320",
+        "--test-subset", "100",
+    ])  # fmt: skip
+    for name in ("checkpoint.pt", "history.csv", "history.json", "summary.json", "lr_finder.png", "curves.png"):
+        assert (out / name).is_file(), name
+    record = json.loads((tmp_path / "w.json").read_text())
+    assert record["architecture"] == "CustomResNet" and record["epochs"] == 1
+    assert record["train_data_sha256"] == (cifar10_root / "SHA256SUMS").read_text().split()[0]
+    assert record["recipe"]["max_lr"] == summary["max_lr"]
+    state = torch.load(tmp_path / "w.pt")
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+
+
+def test_cli_without_data_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CIFAR_DATA_DIR", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--out", str(tmp_path / "run")])
+    assert "CIFAR_DATA_DIR" in str(stop.value) and "--data-dir" in str(stop.value)

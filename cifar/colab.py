@@ -17,10 +17,15 @@ BRANCH = "main"
 
 SETUP_CELL = f"""# Colab setup: in Google Colab, clone the course and install its `cifar` package
 # (torch and torchvision stay as Colab has them). Anywhere else this cell does nothing.
-import os, subprocess, sys
+import os
+import subprocess
+import sys
+
+REPO_URL = "{REPO_URL}"
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/course"):
-        subprocess.run(["git", "clone", "--depth", "1", "-b", "{BRANCH}", "{REPO_URL}", "/content/course"], check=True)
+        clone = ["git", "clone", "--depth", "1", "--branch", "{BRANCH}", REPO_URL, "/content/course"]
+        subprocess.run(clone, check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/course"], check=True)
     os.chdir("/content/course/notebooks")"""
 

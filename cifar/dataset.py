@@ -284,3 +284,292 @@ def _seed_worker_transform(worker_id: int) -> None:
     transform = getattr(info.dataset, "transform", None)
     if transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(info.seed % 2**32)
+
+
+# ----------------------------------------------------------------------------- Class-folder image datasets
+#
+# Any image classification set stored as one folder per class, e.g. the offline fish set
+# ($CIFAR_DATA_DIR/fish_egu2017/<species>/*.png) or Kaggle's "A Large Scale Fish Dataset"
+# (Fish_Dataset/<Class>/<Class>/*.png beside <Class>/<Class> GT/ mask folders).
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MASK_FOLDER_SUFFIX = " GT"  # Kaggle's segmentation masks: <Class>/<Class> GT/
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name == "__MACOSX"
+
+
+def _is_mask_folder(name: str) -> bool:
+    return name.endswith(MASK_FOLDER_SUFFIX)
+
+
+def scan_class_folders(root: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class names and ``(path, label)`` samples of a class-folder image set; reads no pixels.
+
+    Classes are the sub-folder names of ``root``, sorted (so labels never depend on the order
+    the file system lists them). Images are found at any depth below a class folder, which
+    covers the Kaggle layout ``<Class>/<Class>/*.png``; folders whose name ends with ``" GT"``
+    (masks) and hidden files are skipped. Samples are sorted by class, then path. A root that
+    holds a single folder (one class is no classification task) is stepped into, so Kaggle's
+    ``archive/Fish_Dataset/Fish_Dataset/<Class>/`` works from any of those three levels.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"Image folder {root} does not exist; expected {root}/<class>/*.png.")
+    children = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    class_dirs = [p for p in children if not _is_mask_folder(p.name)]
+    if len(class_dirs) == 1:
+        return scan_class_folders(class_dirs[0])
+    if not class_dirs:
+        raise DataError(f"No class folders in {root}; expected {root}/<class>/*.png.")
+    classes = [p.name for p in class_dirs]
+    samples: list[tuple[Path, int]] = []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(
+            (
+                path
+                for path in class_dir.rglob("*")
+                if path.suffix.lower() in IMAGE_SUFFIXES
+                and path.is_file()
+                and not any(_is_hidden(Path(part)) or _is_mask_folder(part) for part in path.relative_to(root).parts)
+            ),
+            key=lambda path: path.relative_to(class_dir).as_posix(),
+        )
+        if not files:
+            raise DataError(f"Class folder {class_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        samples.extend((path, label) for path in files)
+    return classes, samples
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """One image file as an RGB uint8 HWC array; an unreadable file raises DataError naming it."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except Exception as error:  # PIL raises several types for broken files
+        raise DataError(f"Cannot read image {path}: {error}. Replace or delete this file.") from error
+
+
+def _check_image(path: Path) -> str | None:
+    """None if PIL can parse the file (header and chunks, without decoding), else the reason."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+class ImageFolderDataset(Dataset):
+    """Image files + labels, decoded lazily to RGB uint8 and passed through an albumentations pipeline.
+
+    ``ImageFolderDataset(paths, labels, transform)`` mirrors the original lesson's
+    ``FishDataset(images, labels, transform)``; :meth:`from_folder` builds one from a
+    class-folder tree, and :meth:`subset` gives train/test views with their own transform.
+    ``cache=True`` keeps decoded images in memory (shared by the views). Without a
+    transform an item is the HWC uint8 array itself (images differ in size: not batchable).
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        labels,
+        transform: A.Compose | None = None,
+        classes: list[str] | None = None,
+        cache: bool = False,
+    ):
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        self.paths = [Path(p) for p in paths]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+        self.classes = list(classes) if classes is not None else [str(c) for c in range(int(self.labels.max()) + 1)]
+        self.skipped: list[tuple[Path, str]] = []  # unreadable files left out by from_folder(on_error="skip")
+        self._cache: dict[Path, np.ndarray] | None = {} if cache else None
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: str | Path,
+        transform: A.Compose | None = None,
+        on_error: str = "raise",
+        cache: bool = False,
+        check: bool = True,
+    ) -> ImageFolderDataset:
+        """Every image under ``root`` (see :func:`scan_class_folders`), checked up front.
+
+        With ``check`` each file is parsed once (PIL ``verify``, no decoding): an unreadable
+        one raises :class:`DataError` naming it (``on_error="raise"``) or is left out with one
+        warning that counts and names the skipped files (``on_error="skip"``; they are listed
+        in ``.skipped``). A file that passes the check but fails to decode later still raises.
+        """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        classes, samples = scan_class_folders(root)
+        skipped: list[tuple[Path, str]] = []
+        if check:
+            kept = []
+            for path, label in samples:
+                reason = _check_image(path)
+                if reason is None:
+                    kept.append((path, label))
+                elif on_error == "raise":
+                    raise DataError(
+                        f"Cannot read image {path}: {reason}. Replace or delete this file, or pass on_error='skip'."
+                    )
+                else:
+                    skipped.append((path, reason))
+            if skipped:
+                import warnings
+
+                names = ", ".join(str(p) for p, _ in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+                warnings.warn(f"Skipped {len(skipped)} unreadable image(s) of {len(samples)} under {root}: {names}",
+                              stacklevel=2)  # fmt: skip
+            samples = kept
+        if not samples:
+            raise DataError(f"No readable images under {root}.")
+        dataset = cls([p for p, _ in samples], [y for _, y in samples], transform, classes, cache)
+        dataset.skipped = skipped
+        return dataset
+
+    def subset(self, indices, transform: A.Compose | None = None) -> ImageFolderDataset:
+        """The samples at ``indices`` with ``transform``; shares the in-memory cache."""
+        indices = np.asarray(indices, dtype=np.int64)
+        view = ImageFolderDataset([self.paths[i] for i in indices], self.labels[indices], transform, self.classes)
+        view._cache = self._cache
+        return view
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> np.ndarray:
+        """The decoded RGB uint8 image of sample ``index`` (no transform)."""
+        path = self.paths[index]
+        if self._cache is not None and path in self._cache:
+            return self._cache[path]
+        image = read_rgb(path)
+        if self._cache is not None:
+            self._cache[path] = image
+        return image
+
+    def __getitem__(self, index: int):
+        image = self.image(index)
+        if self.transform is None:
+            return image, int(self.labels[index])
+        return self.transform(image=image)["image"], int(self.labels[index])
+
+
+def fish_group(path: str | Path) -> str:
+    """The fish an image shows: its file name up to ``fishN`` (also ``nofishN``).
+
+    ``20150413_165229_B562_00408CF4B573_fish1_frame22.png`` -> ``..._fish1``; frames of one
+    fish share it. A name without ``fishN`` is its own group (its stem).
+    """
+    import re
+
+    stem = Path(path).stem
+    match = re.match(r"(.*?fish\d+)", stem)
+    return match.group(1) if match else stem
+
+
+def video_group(path: str | Path) -> str:
+    """The video an image comes from: its file name before ``_fishN`` / ``_nofishN`` (a stricter key).
+
+    One video can hold several tracks of what may be the same fish (one brown-trout video of the
+    offline set has 21), so grouping by video rules out that leak too, at the cost of fewer groups.
+    """
+    import re
+
+    stem = Path(path).stem
+    match = re.match(r"(.*?)_(?:no)?fish\d+", stem)
+    return match.group(1) if match else stem
+
+
+def split_indices(labels, test_fraction: float = 0.2, seed: int = 0, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, stratified train/test split: sorted ``(train_idx, test_idx)``.
+
+    Each class gets ``round(test_fraction * n_class)`` test images. With ``groups`` (one key per
+    sample, e.g. :func:`fish_group` of each path) whole groups go to one side: per class the
+    groups are shuffled and taken into the test set while that brings its image count closer
+    to the target, so no group straddles the split and the proportions hold approximately.
+    A group with mixed labels is counted under its most frequent label. Every class with two
+    or more groups gets at least one test group.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, not {test_fraction}")
+    labels = np.asarray(labels)
+    if groups is None:
+        group_ids = np.arange(len(labels))
+    else:
+        if len(groups) != len(labels):
+            raise ValueError(f"{len(groups)} groups but {len(labels)} labels")
+        _, group_ids = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(group_ids.tolist()):
+        members.setdefault(group, []).append(index)
+    by_class: dict = {}
+    for group, indices in members.items():  # groups in sorted key order: deterministic
+        values, counts = np.unique(labels[indices], return_counts=True)
+        by_class.setdefault(values[np.argmax(counts)].item(), []).append(group)
+    test: list[int] = []
+    for label in sorted(by_class):
+        class_groups = by_class[label]
+        target = test_fraction * sum(len(members[g]) for g in class_groups)
+        taken, count = [], 0
+        for position in rng.permutation(len(class_groups)):
+            group = class_groups[position]
+            size = len(members[group])
+            if abs(count + size - target) <= abs(count - target):
+                taken.append(group)
+                count += size
+        if not taken and len(class_groups) > 1 and round(target) > 0:
+            taken.append(class_groups[int(rng.integers(len(class_groups)))])
+        for group in taken:
+            test.extend(members[group])
+    test_idx = np.sort(np.asarray(test, dtype=np.int64))
+    train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
+    return train_idx, test_idx
+
+
+def shared_group_fraction(groups, train_idx, test_idx) -> float:
+    """Fraction of test samples whose group also has samples in training (0 for a fair split)."""
+    groups = np.asarray([str(g) for g in groups])
+    seen = set(groups[np.asarray(train_idx, dtype=np.int64)].tolist())
+    test_groups = groups[np.asarray(test_idx, dtype=np.int64)]
+    return float(np.mean([g in seen for g in test_groups])) if len(test_groups) else 0.0
+
+
+def imagenet_train_transforms(
+    size: tuple[int, int] = (160, 240),
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> A.Compose:
+    """The fish lesson's augmentation: Resize(height, width), Rotate(35), flips, ImageNet Normalize.
+
+    As in the original: ``A.Rotate(35)`` (limit +-35 degrees, p=0.5, black corners),
+    ``HorizontalFlip`` (p=0.5), ``VerticalFlip(p=0.1)``. ``size`` is (height, width).
+    """
+    height, width = size
+    return A.Compose(
+        [
+            A.Resize(height, width),
+            A.Rotate(limit=35),
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.1),
+            A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
+            ToTensorV2(),
+        ]
+    )
+
+
+def imagenet_eval_transforms(
+    size: tuple[int, int] = (160, 240),
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> A.Compose:
+    """Resize to (height, width) and ImageNet Normalize: for validation, test and prediction."""
+    height, width = size
+    return A.Compose([A.Resize(height, width), A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])

@@ -68,3 +68,276 @@ class CustomResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.prep(x))))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+# ============================================================================ ResNet-50
+#
+# ResNet (He et al., 2015) written from scratch in the style of torchvision's
+# ``models/resnet.py``: ``BasicBlock`` (ResNet-18/34), ``Bottleneck`` (ResNet-50/101/152),
+# ``ResNet`` with ``_make_layer``. The module and parameter names are torchvision's
+# (``conv1``, ``bn1``, ``layer1.0.conv2``, ``layer1.0.downsample.0`` ...), so
+# ``ResNet50().load_state_dict(torchvision.models.resnet50().state_dict())`` works with
+# ``strict=True`` and gives the same outputs; ImageNet weights can therefore initialise it.
+# Like torchvision (ResNet "v1.5") a Bottleneck strides on its 3x3 conv, not on the first 1x1.
+#
+# Where the "50" comes from (see ``count_weighted_layers``): 1 stem conv + 16 Bottlenecks x 3
+# convs + 1 fc = 50 weighted layers on the main path. The 4 ``downsample`` 1x1 convs are
+# projection shortcuts, which the paper does not count.
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias (a BatchNorm follows)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution without bias."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34): ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce > 3x3 (carries the stride) > 1x1 expand (x4), each with BN; add the shortcut, ReLU.
+
+    ``downsample`` (a 1x1 conv + BN, the *projection shortcut*) is given when the shape changes:
+    in the first block of every stage (channels x4, and stride 2 from layer2 on).
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        width = planes
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """A ResNet for 224x224 ImageNet-style input (any size >= 32 works: the pool is adaptive).
+
+    ``block`` is :class:`BasicBlock` or :class:`Bottleneck`; ``layers`` the number of blocks per
+    stage ([3, 4, 6, 3] for ResNet-50). ``num_classes`` is the width of the ``fc`` head: 1000
+    ImageNet logits by default, 4 for bounding-box regression. ``sigmoid=True`` squashes the
+    head's outputs into (0, 1) (box coordinates normalized by the image size); it has no
+    parameters, so state dicts stay interchangeable with torchvision's.
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: list[int],
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+        sigmoid: bool = False,
+    ):
+        super().__init__()
+        self.inplanes = 64
+        self.sigmoid = sigmoid
+        # stem: 7x7/2 conv, BN, ReLU, 3x3/2 max pool (224 -> 56)
+        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0])  # 56x56
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)  # 28x28
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)  # 14x14
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)  # 7x7
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:  # each residual branch starts as zero: every block starts as the identity
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.constant_(m.bn3.weight, 0)
+                elif isinstance(m, BasicBlock):
+                    nn.init.constant_(m.bn2.weight, 0)
+
+    def _make_layer(
+        self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int = 1
+    ) -> nn.Sequential:
+        """One stage: a first block that may change shape (with a projection shortcut), then identity blocks."""
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled 2048-dimensional (512 for BasicBlock) feature vector."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(self.features(x))
+        return torch.sigmoid(out) if self.sigmoid else out
+
+
+class ResNet50(ResNet):
+    """ResNet-50: Bottleneck blocks [3, 4, 6, 3], 25,557,032 parameters with the 1000-way head.
+
+    ``ResNet50(num_classes=4, sigmoid=True)`` is the bounding-box regressor of the raccoon lesson.
+    """
+
+    def __init__(self, num_classes: int = 1000, zero_init_residual: bool = False, sigmoid: bool = False):
+        super().__init__(Bottleneck, [3, 4, 6, 3], num_classes, zero_init_residual, sigmoid)
+
+
+# ---------------------------------------------------------------------------- anatomy helpers
+
+RESNET50_PARAMETERS = 25_557_032
+
+
+def load_torchvision_resnet50(pretrained: bool = True, progress: bool = False) -> tuple[nn.Module, str]:
+    """torchvision's ``resnet50`` and a one-line status saying which weights it holds.
+
+    With ``pretrained`` the IMAGENET1K_V2 weights are loaded (downloaded once into the torch
+    hub cache). Without internet (and no cached copy) the model keeps its random
+    initialisation and the status says so; this function never raises for a failed download.
+    """
+    from torchvision.models import resnet50
+
+    model = resnet50(weights=None)
+    if not pretrained:
+        return model, "Random initialisation (pretrained=False)."
+    return model, load_imagenet_into(model, progress)
+
+
+def imagenet_state_dict(progress: bool = False) -> tuple[dict | None, str]:
+    """torchvision's ResNet-50 IMAGENET1K_V2 state dict, or None with the reason it could not be had."""
+    import contextlib
+    import io
+
+    from torchvision.models import ResNet50_Weights
+
+    weights = ResNet50_Weights.IMAGENET1K_V2
+    try:
+        sink = io.StringIO()  # torch.hub's "Downloading: ..." line: the status below replaces it
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            return weights.get_state_dict(progress=progress, check_hash=True), f"loaded {weights}"
+    except Exception as error:  # no network, proxy, corrupt cache...
+        reason = str(getattr(error, "reason", error)).splitlines()[0][:120]
+        return None, f"{weights} unavailable ({type(error).__name__}: {reason})"
+
+
+def load_imagenet_into(model: nn.Module, progress: bool = False) -> str:
+    """Copy torchvision's ImageNet ResNet-50 weights into ``model``; return a one-line status.
+
+    Works for torchvision's ``resnet50`` and for :class:`ResNet50` (same parameter names). A
+    head of another width (e.g. 4 box outputs) keeps its own initialisation; every other
+    tensor is copied. Offline, the model is left as it was (random initialisation) and the
+    status says so: nothing is raised.
+    """
+    state, status = imagenet_state_dict(progress)
+    if state is None:
+        return f"Pretrained weights not loaded: {status}; keeping the random initialisation."
+    own = model.state_dict()
+    head = [k for k in ("fc.weight", "fc.bias") if k in own and own[k].shape != state[k].shape]
+    resized = [k for k in own.keys() & state.keys() if k not in head and own[k].shape != state[k].shape]
+    wrong = sorted(set(own) ^ set(state)) + sorted(resized)
+    if wrong:
+        raise ValueError(f"{type(model).__name__} is not a ResNet-50 (tensors {', '.join(wrong[:4])}... differ).")
+    for key in head:
+        del state[key]
+    model.load_state_dict(state, strict=False)
+    kept = f" (head {tuple(own['fc.weight'].shape)} kept its random initialisation)" if head else ""
+    return f"Pretrained weights loaded: {status.removeprefix('loaded ')}{kept}."
+
+
+def resnet50_summary(model: nn.Module | None = None, input_size: tuple[int, ...] = (1, 3, 224, 224), depth: int = 2):
+    """torchinfo's summary of ``model`` (torchvision's resnet50 by default); ``str()`` it to print.
+
+    The parameter count does not depend on ``input_size``; a small input is faster on a CPU.
+    """
+    from torchinfo import summary
+
+    if model is None:
+        from torchvision.models import resnet50
+
+        model = resnet50(weights=None)
+    return summary(
+        model, input_size=input_size, depth=depth, device="cpu", verbose=0,
+        col_names=("output_size", "num_params"), row_settings=("var_names",),
+    )  # fmt: skip
+
+
+def first_bottleneck(model: nn.Module) -> nn.Module:
+    """The first Bottleneck of a ResNet-50 (``layer1[0]``, the one with a projection shortcut)."""
+    return model.layer1[0]
+
+
+def bottlenecks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every Bottleneck block, torchvision's or ours (matched by class name)."""
+    return [(name, m) for name, m in model.named_modules() if type(m).__name__ == "Bottleneck"]
+
+
+def count_weighted_layers(model: nn.Module) -> dict[str, int]:
+    """Count the layers that make ResNet-50 a "50", by walking the modules.
+
+    Returns ``stem_conv`` (the 7x7 ``conv1``), ``bottleneck_blocks``, ``block_convs`` (3 per
+    Bottleneck), ``fc``, ``projection_convs`` (the 1x1 convs of ``downsample`` shortcuts) and
+    ``depth`` = stem + block convs + fc: the longest chain of weighted layers an input passes
+    through. Projection shortcuts run beside the main path, so they do not add to the depth
+    (the paper's convention: ResNet-50 has 53 convs + 1 fc, but is "50 layers deep").
+    """
+    counts = {"stem_conv": 0, "bottleneck_blocks": len(bottlenecks(model)), "block_convs": 0,
+              "projection_convs": 0, "fc": 0}  # fmt: skip
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            if ".downsample." in f".{name}.":
+                counts["projection_convs"] += 1
+            elif name.startswith("layer"):
+                counts["block_convs"] += 1
+            else:
+                counts["stem_conv"] += 1
+        elif isinstance(module, nn.Linear):
+            counts["fc"] += 1
+    counts["all_convs"] = counts["stem_conv"] + counts["block_convs"] + counts["projection_convs"]
+    counts["depth"] = counts["stem_conv"] + counts["block_convs"] + counts["fc"]
+    return counts

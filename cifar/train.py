@@ -142,7 +142,7 @@ def seed_epoch(loader, seed: int) -> None:
         transform.set_random_seed(seed)
 
 
-def _save_atomic(obj, path: Path) -> None:
+def save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -258,7 +258,7 @@ def fit(
                 "lrs": lr_record,
                 "config": config,
             }
-            _save_atomic(state, folder / CHECKPOINT_NAME)
+            save_atomic(state, folder / CHECKPOINT_NAME)
             save_history(history, folder)
     return FitResult(history, lr_record)
 
@@ -425,7 +425,7 @@ def save_weights(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    _save_atomic(state, path)
+    save_atomic(state, path)
     root = data_dir if data_dir is not None else env_data_dir("cifar10")
     source = local_cifar10_source(Path(root), "train") if root is not None else None
     record = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 
 if not os.environ.get("CIFAR_DATA_DIR") and (REPO.parent / "shared" / "data").is_dir():
     os.environ["CIFAR_DATA_DIR"] = str(REPO.parent / "shared" / "data")

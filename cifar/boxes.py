@@ -1,0 +1,788 @@
+"""Bounding-box regression on real photos: one box per image, a ResNet-50 with a 4-output head.
+
+The lesson's data is the raccoon set (``$CIFAR_DATA_DIR/raccoon``: 200 photos, 217 boxes, the
+author's train/test split of 160/40 images). Pieces, in the order the lesson uses them:
+
+* :func:`read_box_csv` / :class:`BoxDataset`: a CSV of image file + box, validated row by row
+  (errors name the row and the file), every image converted to RGB, one box per image
+  (images with several boxes keep the largest: :func:`count_multi_box_images` counts them);
+* :func:`box_train_transforms` / :func:`box_test_transforms`: albumentations pipelines that move
+  the box with the pixels; :func:`plot_augmented_boxes` shows it;
+* targets in [0, 1] (:func:`normalize_box`), :func:`box_loss` (MSE, SmoothL1, GIoU);
+* :func:`box_iou_per_sample`, :func:`iou_score`, :func:`box_metrics`, and the original course's
+  "accuracy" (:func:`original_accuracy`), kept only as a contrast;
+* :func:`prediction_gallery`, :func:`measure_latency`, :func:`save_box_model` / :func:`load_box_model`;
+* :func:`train_raccoon`: the whole lesson's training through :func:`cifar.train.fit`, and
+  ``python -m cifar.boxes --epochs 30 --out runs/raccoon`` on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+
+from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader
+from .model import ResNet50, load_imagenet_into
+from .utils import autocast, data_dir, get_device, seed_everything
+
+#: Box columns of each supported CSV format.
+#: ``corners`` (alias ``pascal_voc``): xmin, ymin, xmax, ymax in pixels; x is the column, y the row
+#: (the raccoon CSV). ``xyhw``: the original course's [x, y, height, width]: the top-left corner
+#: (x, y) and the box's height and width in pixels; there ``height``/``width`` are the box's size.
+BOX_COLUMNS = {
+    "corners": ("xmin", "ymin", "xmax", "ymax"),
+    "pascal_voc": ("xmin", "ymin", "xmax", "ymax"),
+    "xyhw": ("x", "y", "height", "width"),
+}
+#: Optional image-size columns of the corner format, checked against the image file when present.
+IMAGE_SIZE_COLUMNS = ("width", "height")
+MULTI_BOX_POLICIES = ("largest", "first", "error")
+
+HOW_TO_GET_RACCOON = (
+    "Set the environment variable CIFAR_DATA_DIR to a folder holding raccoon/train_labels.csv, "
+    "raccoon/test_labels.csv and raccoon/images/ (the offline copy of datitran/raccoon_dataset), "
+    "or pass root= / --data-dir."
+)
+
+
+# ----------------------------------------------------------------------------- reading the CSV
+
+
+def xyhw_to_corners(x: float, y: float, height: float, width: float) -> tuple[float, float, float, float]:
+    """The original course's [x, y, height, width] (top-left corner, size) as (xmin, ymin, xmax, ymax)."""
+    return x, y, x + width, y + height
+
+
+def _image_size(path: Path, where: str) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:  # reads the header only
+            return image.size
+    except Exception as error:  # PIL raises several types for broken files
+        raise DataError(f"{where}: cannot read image {path} ({error}). Replace or delete this file.") from error
+
+
+def read_box_csv(
+    csv_path: str | Path,
+    image_dir: str | Path | None = None,
+    box_format: str = "corners",
+    path_column: str = "filename",
+    multi_box: str = "largest",
+) -> pd.DataFrame:
+    """Read and check a CSV of image file + box; one row per image, in order of first appearance.
+
+    ``box_format`` is ``"corners"`` (xmin, ymin, xmax, ymax; the raccoon CSV) or ``"xyhw"`` (the
+    original course's x, y, height, width); see :data:`BOX_COLUMNS`. Image paths are relative to
+    ``image_dir`` (default: the CSV's folder). Every row is checked and a :class:`DataError`
+    names the row (data rows count from 1; the CSV line is row + 1) and the image file for a
+    non-numeric or negative coordinate, an empty box, a missing or unreadable image, an image
+    size that differs from the CSV's ``width``/``height`` columns, or a box outside its image.
+    A missing column is reported with the columns found.
+
+    Several boxes on one image (several raccoons): ``multi_box="largest"`` keeps the box of
+    largest area (the first one on ties), ``"first"`` the first row, ``"error"`` refuses them.
+    The result has ``filename, path, width, height, xmin, ymin, xmax, ymax`` (pixels, corner
+    form), ``boxes`` (how many boxes the image had) and ``row`` (the CSV row of the kept box).
+    """
+    csv_path = Path(csv_path)
+    if box_format not in BOX_COLUMNS:
+        raise ValueError(f"box_format must be one of {sorted(BOX_COLUMNS)}, not {box_format!r}")
+    if multi_box not in MULTI_BOX_POLICIES:
+        raise ValueError(f"multi_box must be one of {MULTI_BOX_POLICIES}, not {multi_box!r}")
+    if not csv_path.is_file():
+        raise DataError(f"Box CSV {csv_path} does not exist.")
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    columns = BOX_COLUMNS[box_format]
+    required = [path_column, *columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{csv_path}: missing column(s) {', '.join(missing)}; found {', '.join(frame.columns)}. "
+            f"The {box_format!r} format needs {', '.join(required)}."
+        )
+    if frame.empty:
+        raise DataError(f"{csv_path} has a header but no rows.")
+    image_dir = Path(image_dir) if image_dir is not None else csv_path.parent
+    check_size = box_format != "xyhw" and all(c in frame.columns for c in IMAGE_SIZE_COLUMNS)
+    sizes: dict[str, tuple[int, int]] = {}
+    records = []
+    for i, row in enumerate(frame.to_dict("records")):
+        filename = str(row[path_column]).strip()
+        where = f"{csv_path.name} row {i + 1} (line {i + 2}), image {filename!r}"
+        values = []
+        for column in columns:
+            text = str(row[column]).strip()
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise DataError(f"{where}: column {column!r} is {text!r}, not a number.")
+            if value < 0:
+                raise DataError(f"{where}: column {column!r} is negative ({text}); coordinates are pixels >= 0.")
+            values.append(value)
+        box = xyhw_to_corners(*values) if box_format == "xyhw" else tuple(values)
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise DataError(f"{where}: empty box (xmin, ymin, xmax, ymax) = {box}; needs xmin < xmax and ymin < ymax.")
+        path = image_dir / filename
+        if not filename or not path.is_file():
+            raise DataError(f"{where}: image file {path} not found.")
+        if filename not in sizes:
+            sizes[filename] = _image_size(path, where)
+        width, height = sizes[filename]
+        if check_size:
+            stated = tuple(str(row[c]).strip() for c in IMAGE_SIZE_COLUMNS)
+            if stated != (str(width), str(height)):
+                raise DataError(
+                    f"{where}: the CSV says the image is {stated[0]}x{stated[1]} but {path} is {width}x{height}."
+                )
+        if box[2] > width or box[3] > height:
+            raise DataError(f"{where}: box (xmin, ymin, xmax, ymax) = {box} lies outside the {width}x{height} image.")
+        records.append({"filename": filename, "path": str(path), "width": width, "height": height,
+                        "xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3], "row": i + 1})  # fmt: skip
+    boxes = pd.DataFrame(records)
+    boxes["area"] = (boxes.xmax - boxes.xmin) * (boxes.ymax - boxes.ymin)
+    boxes["boxes"] = boxes.groupby("filename", sort=False)["row"].transform("size")
+    if multi_box == "error" and (boxes.boxes > 1).any():
+        first = boxes[boxes.boxes > 1].iloc[0]
+        raise DataError(f"{csv_path.name} row {first.row}, image {first.filename!r}: {first.boxes} boxes on one "
+                        "image, and multi_box='error'.")  # fmt: skip
+    if multi_box == "largest":  # stable sort: the first row wins a tie
+        keep = boxes.sort_values("area", ascending=False, kind="stable").drop_duplicates("filename").index
+    else:
+        keep = boxes.drop_duplicates("filename").index
+    order = boxes.drop_duplicates("filename")["filename"].tolist()
+    kept = boxes.loc[keep].set_index("filename").loc[order].reset_index()
+    return kept.drop(columns="area")
+
+
+def count_multi_box_images(csv_path: str | Path, path_column: str = "filename") -> int:
+    """How many images of a CSV carry more than one box (16 in the full raccoon CSV)."""
+    counts = pd.read_csv(csv_path, dtype=str, keep_default_na=False)[path_column].value_counts()
+    return int((counts > 1).sum())
+
+
+# ----------------------------------------------------------------------------- dataset, transforms
+
+
+def normalize_box(box: Sequence[float], width: float, height: float) -> torch.Tensor:
+    """Corner box in pixels -> (xmin/W, ymin/H, xmax/W, ymax/H), each in [0, 1].
+
+    Why divide by the image's own size: the network sees the image resized to a square, so
+    the only thing it can infer is where the box lies *relative to the image*; that fraction
+    is unchanged by the resize and means the same for a 259x194 and a 960x576 photo. The
+    original course divided every coordinate by the largest coordinate in the whole CSV: a
+    box then depends on the biggest photo of the data set, x and y share one scale whatever
+    the aspect ratio, and the same box position on two photos of different size gets
+    different targets that the resized input cannot explain. The [0, 1] range also suits the
+    sigmoid head and keeps MSE values comparable between images.
+    """
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    return (torch.as_tensor(box, dtype=torch.float32) / scale).clamp(0, 1)
+
+
+def _bbox_params() -> A.BboxParams:
+    # clip: a box pushed partly out of the frame by the affine is cut at the border, not refused
+    return A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True, min_visibility=0.0)
+
+
+def box_train_transforms(
+    size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> A.Compose:
+    """Training augmentation that moves the box with the pixels (albumentations 2.x, pascal_voc boxes).
+
+    Resize to ``size`` x ``size`` (aspect ratio not kept, as in the original course), horizontal
+    flip, a small shift/scale/rotate (``A.Affine``; the rotated box is the bounding box of the
+    rotated ellipse inscribed in it, which is tighter than the rotated corners), colour jitter,
+    ImageNet normalization, CHW tensor. Box labels go in the ``labels`` field.
+    """
+    return A.Compose(
+        [
+            A.Resize(size, size),
+            A.HorizontalFlip(p=0.5),
+            A.Affine(
+                scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), rotate_method="ellipse", p=0.5
+            ),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03, p=0.5),
+            A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
+            ToTensorV2(),
+        ],
+        bbox_params=_bbox_params(),
+    )
+
+
+def box_test_transforms(
+    size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> A.Compose:
+    """Resize and normalize only."""
+    return A.Compose(
+        [A.Resize(size, size), A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()],
+        bbox_params=_bbox_params(),
+    )
+
+
+class BoxDataset(Dataset):
+    """Images and one box each from a CSV (see :func:`read_box_csv`), through an albumentations pipeline.
+
+    An item is ``(image, target)``: the transformed image (a float CHW tensor with the lesson's
+    transforms; uint8 CHW at the original size when ``transform`` is None) and the box after
+    the transform as a float tensor ``(xmin/W, ymin/H, xmax/W, ymax/H)`` in [0, 1], W and H
+    being the transformed image's width and height (:func:`normalize_box`). Every image is
+    converted to RGB (a few raccoon photos are greyscale). ``max_images`` keeps the first
+    images of the CSV (fast runs); ``cache_images`` keeps decoded photos in memory.
+    """
+
+    def __init__(
+        self,
+        csv_path: str | Path,
+        image_dir: str | Path | None = None,
+        transform: A.Compose | None = None,
+        box_format: str = "corners",
+        path_column: str = "filename",
+        multi_box: str = "largest",
+        max_images: int | None = None,
+        cache_images: bool = True,
+    ):
+        self.csv_path = Path(csv_path)
+        records = read_box_csv(csv_path, image_dir, box_format, path_column, multi_box)
+        self.records = records.iloc[:max_images].reset_index(drop=True) if max_images else records
+        self.transform = transform
+        self.cache_images = cache_images
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def multi_box_images(self) -> int:
+        """How many of this dataset's images had several boxes (only the largest is kept)."""
+        return int((self.records["boxes"] > 1).sum())
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """(N, 2) original (width, height) of every image, in pixels."""
+        return torch.tensor(self.records[["width", "height"]].to_numpy(dtype=np.float32))
+
+    def box(self, index: int) -> np.ndarray:
+        """The kept box of image ``index`` in original pixels, corner form."""
+        return self.records.loc[index, ["xmin", "ymin", "xmax", "ymax"]].to_numpy(dtype=np.float32)
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Image ``index`` as an RGB uint8 HWC array at its original size."""
+        if index in self._cache:
+            return self._cache[index]
+        path = self.records.loc[index, "path"]
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        except Exception as error:
+            raise DataError(f"Cannot read image {path} ({error}). Replace or delete this file.") from error
+        if self.cache_images:
+            self._cache[index] = array
+        return array
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, box = self.load_image(index), self.box(index)
+        if self.transform is None:
+            height, width = image.shape[:2]
+            return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), normalize_box(box, width, height)
+        for _ in range(10):  # a box pushed wholly out of the frame is dropped: draw another augmentation
+            out = self.transform(image=image, bboxes=box[None], labels=[0])
+            if len(out["bboxes"]):
+                break
+        else:
+            raise DataError(f"The transform keeps dropping the box of {self.records.loc[index, 'path']}.")
+        result = out["image"]
+        height, width = result.shape[-2:] if isinstance(result, torch.Tensor) else result.shape[:2]
+        return result, normalize_box(np.asarray(out["bboxes"][0], dtype=np.float32), width, height)
+
+
+# ----------------------------------------------------------------------------- losses and metrics
+
+
+class GIoULoss(nn.Module):
+    """Mean generalized-IoU loss (torchvision) on corner boxes; corners are sorted first.
+
+    Sorting makes any 4 numbers a valid box, so an early prediction with xmax < xmin still
+    gets a useful gradient instead of a meaningless area.
+    """
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import generalized_box_iou_loss
+
+        return generalized_box_iou_loss(sort_corners(outputs.float()), targets.float(), reduction="mean")
+
+
+def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
+    """(x1, y1, x2, y2) -> (min x, min y, max x, max y)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2),
+                        torch.maximum(y1, y2)], -1)  # fmt: skip
+
+
+def box_loss(name: str = "mse") -> nn.Module:
+    """The regression loss by name, on normalized corner boxes.
+
+    ``"mse"`` (the original course's), ``"smoothl1"`` (Huber with beta 0.05: errors of a few
+    % of the image are squared, bigger ones linear; beta=1 would make it plain MSE/2 on
+    [0, 1] coordinates) or ``"giou"`` (:class:`GIoULoss`, which optimises overlap directly).
+    """
+    losses = {"mse": lambda: nn.MSELoss(), "smoothl1": lambda: nn.SmoothL1Loss(beta=0.05), "giou": GIoULoss}
+    if name not in losses:
+        raise ValueError(f"loss must be one of {sorted(losses)}, not {name!r}")
+    return losses[name]()
+
+
+def box_iou_per_sample(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """IoU of each predicted box with its own true box (corner form, any common scale), in [0, 1].
+
+    Equal to the diagonal of ``torchvision.ops.box_iou(predicted, true)`` for valid boxes, in
+    O(N) instead of O(N^2). A predicted box with xmax < xmin or ymax < ymin is empty: IoU 0.
+    IoU is unchanged when x and y are scaled (even by different factors), so it is the same on
+    normalized coordinates, on the resized image and on the original photo.
+    """
+    predicted, true = predicted.float(), true.float()
+    width = (torch.minimum(predicted[:, 2], true[:, 2]) - torch.maximum(predicted[:, 0], true[:, 0])).clamp(min=0)
+    height = (torch.minimum(predicted[:, 3], true[:, 3]) - torch.maximum(predicted[:, 1], true[:, 1])).clamp(min=0)
+    intersection = width * height
+
+    def area(b: torch.Tensor) -> torch.Tensor:
+        return (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+
+    union = area(predicted) + area(true) - intersection
+    return torch.where(union > 0, intersection / union.clamp(min=1e-12), torch.zeros_like(union))
+
+
+def iou_score(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample IoU in % (0..100): the ``score_fn`` given to :func:`cifar.train.fit` (``score_name="iou"``).
+
+    In % so that the training log and history read like the course's accuracies (e.g. ``iou 63.20``).
+    """
+    return box_iou_per_sample(outputs, targets) * 100
+
+
+def original_accuracy(predicted: torch.Tensor, true: torch.Tensor) -> float:
+    """The original course's "accuracy": 100 - mean relative error of the coordinates, in %.
+
+    Kept only as a contrast to IoU. Both arguments must be on the same scale (pixels, or both
+    normalized: the relative error is the same). It is not a localisation measure: it is not
+    bounded below, it punishes an error near the top-left corner (small coordinates) far more
+    than the same error near the bottom-right, and a box can score ~90 with little overlap.
+    Coordinates equal to 0 are skipped (their relative error is undefined); NaN if none is left.
+    """
+    predicted, true = predicted.double(), true.double()
+    usable = true != 0
+    if not usable.any():
+        return math.nan
+    relative = (predicted - true).abs()[usable] / true.abs()[usable]
+    return float(100 - 100 * relative.mean())
+
+
+def to_pixels(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Normalized corner boxes (N, 4) back to pixels, given each image's (width, height) (N, 2)."""
+    return boxes.float() * sizes.float().repeat(1, 2)
+
+
+def box_metrics(predicted: torch.Tensor, true: torch.Tensor, sizes: torch.Tensor | None = None) -> dict[str, float]:
+    """Mean IoU, share of images with IoU >= 0.5, and the original "accuracy" (contrast only).
+
+    ``predicted``/``true`` are normalized corner boxes. With ``sizes`` (N, 2) the mean absolute
+    corner error in pixels of the original photos is added.
+    """
+    iou = box_iou_per_sample(predicted, true)
+    metrics = {
+        "images": len(iou),
+        "mean_iou": float(iou.mean()),
+        "share_iou_50": float((iou >= 0.5).float().mean()),
+        "original_accuracy_contrast": original_accuracy(predicted, true),
+    }
+    if sizes is not None:
+        metrics["mean_abs_error_px"] = float((to_pixels(predicted, sizes) - to_pixels(true, sizes)).abs().mean())
+    return metrics
+
+
+def mean_box_baseline(train_set: BoxDataset, test_set: BoxDataset) -> dict[str, float]:
+    """Metrics of a model that ignores the image and predicts the mean training box (normalized).
+
+    The yardstick a trained regressor must beat: raccoons often fill much of the photo, so a
+    large central box already overlaps most true boxes.
+    """
+
+    def normalized(dataset: BoxDataset) -> torch.Tensor:
+        return torch.stack([normalize_box(dataset.box(i), *dataset.sizes[i].tolist()) for i in range(len(dataset))])
+
+    mean_box = normalized(train_set).mean(0)
+    true = normalized(test_set)
+    return box_metrics(mean_box.expand_as(true), true, test_set.sizes)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _draw(image: torch.Tensor, boxes: torch.Tensor, colors: list[str], width: int) -> np.ndarray:
+    from torchvision.utils import draw_bounding_boxes
+
+    drawn = draw_bounding_boxes(image, sort_corners(boxes.float()), colors=colors, width=width)
+    return drawn.permute(1, 2, 0).numpy()
+
+
+def plot_augmented_boxes(
+    dataset: BoxDataset,
+    indices: Sequence[int] = (0, 1, 2, 3),
+    versions: int = 4,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    seed: int | None = 0,
+):
+    """A grid: each row one image, each column an augmented version with its moved box drawn.
+
+    The images are de-normalized with ``mean``/``std``; the box is the dataset's target scaled
+    back to the augmented image's pixels and drawn with ``torchvision.utils.draw_bounding_boxes``.
+    Returns the matplotlib Figure.
+    """
+    from .utils import denormalize, show_images
+
+    if seed is not None and hasattr(dataset.transform, "set_random_seed"):
+        dataset.transform.set_random_seed(seed)
+    images, titles = [], []
+    for index in indices:
+        for version in range(versions):
+            image, target = dataset[index]
+            if image.dtype == torch.uint8:
+                pixels = image
+            else:
+                pixels = torch.from_numpy((denormalize(image, mean, std) * 255).round().astype(np.uint8))
+                pixels = pixels.permute(2, 0, 1)
+            height, width = pixels.shape[-2:]
+            images.append(_draw(pixels, to_pixels(target[None], torch.tensor([[width, height]])), ["yellow"], 2))
+            titles.append(f"{dataset.records.loc[index, 'filename']} #{version + 1}")
+    return show_images(images, titles, ncols=versions, size=2.6, title="Augmented images and their moved boxes")
+
+
+def predict_boxes(
+    model: nn.Module, dataset: BoxDataset, device: torch.device | None = None, batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true normalized boxes for every image of ``dataset`` (eval mode, fp32)."""
+    from .train import predict
+
+    device = device or next(model.parameters()).device
+    model.to(device)
+    return predict(model, make_loader(dataset, batch_size, train=False, num_workers=0), device, None, False)
+
+
+def prediction_gallery(
+    model: nn.Module,
+    dataset: BoxDataset,
+    indices: Sequence[int] | None = None,
+    device: torch.device | None = None,
+    ncols: int = 4,
+):
+    """Test photos (original size) with the true box in green, the predicted box in red, IoU in the title.
+
+    ``indices`` defaults to the first 8 images. Returns the matplotlib Figure.
+    """
+    from torch.utils.data import Subset
+
+    from .train import predict
+    from .utils import show_images
+
+    indices = list(range(min(8, len(dataset)))) if indices is None else list(indices)
+    device = device or next(model.parameters()).device
+    model.to(device)
+    loader = make_loader(Subset(dataset, indices), 16, train=False, num_workers=0)
+    predicted, true = predict(model, loader, device, None, False)
+    iou = box_iou_per_sample(predicted, true)
+    sizes = dataset.sizes[indices]
+    images, titles = [], []
+    for k, index in enumerate(indices):
+        photo = torch.from_numpy(np.ascontiguousarray(dataset.load_image(index).transpose(2, 0, 1)))
+        boxes = to_pixels(torch.stack([true[k], predicted[k].clamp(0, 1)]), sizes[[k, k]])
+        images.append(_draw(photo, boxes, ["lime", "red"], max(2, int(max(photo.shape[-2:]) / 150))))
+        titles.append(f"{dataset.records.loc[index, 'filename']}\nIoU {iou[k]:.2f}")
+    title = f"True (green) and predicted (red) boxes; mean IoU {iou.mean():.2f}"
+    return show_images(images, titles, ncols=ncols, size=3.0, title=title)
+
+
+def plot_box_history(history: list[dict], target: float | None = 50):
+    """Loss and mean IoU (%) per epoch, train and test."""
+    from .utils import plot_history
+
+    return plot_history(history, score_name="iou", score_label="mean IoU (%)", target=target)
+
+
+# ----------------------------------------------------------------------------- latency, save / load
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def measure_latency(
+    model: nn.Module,
+    image_size: int = 224,
+    batch_sizes: Sequence[int] = (1, 32),
+    warmup: int = 5,
+    repeats: int = 20,
+    device: torch.device | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> dict:
+    """Inference time of ``model``: eval mode, no_grad, ``warmup`` untimed runs, median of ``repeats``.
+
+    On CUDA every timing is bracketed by ``torch.cuda.synchronize`` (kernels run asynchronously).
+    For each batch size ``b`` the dict has ``batch_<b>_ms_per_image`` and ``batch_<b>_images_per_s``
+    (ms/image at batch 1 is the latency, images/s at batch 32 the throughput), plus the device
+    and settings. The model's train/eval mode is restored afterwards.
+    """
+    from .train import describe_device
+
+    device = device or next(model.parameters()).device
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    result: dict = {"device": describe_device(device), "image_size": image_size, "warmup": warmup,
+                    "repeats": repeats, "dtype": str(amp_dtype or torch.float32).replace("torch.", "")}  # fmt: skip
+    try:
+        for batch in batch_sizes:
+            inputs = torch.randn(batch, 3, image_size, image_size, device=device)
+            with autocast(device, amp_dtype):
+                for _ in range(warmup):
+                    model(inputs)
+                times = []
+                for _ in range(repeats):
+                    _synchronize(device)
+                    start = time.perf_counter()
+                    model(inputs)
+                    _synchronize(device)
+                    times.append(time.perf_counter() - start)
+            seconds = statistics.median(times)
+            result[f"batch_{batch}_ms_per_batch"] = 1000 * seconds
+            result[f"batch_{batch}_ms_per_image"] = 1000 * seconds / batch
+            result[f"batch_{batch}_images_per_s"] = batch / seconds
+    finally:
+        model.train(was_training)
+    return result
+
+
+def save_box_model(model: ResNet50, path: str | Path, **meta) -> Path:
+    """Save the ``state_dict`` (not a pickled model) at ``path`` and a JSON beside it (head, extras)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    record = {"architecture": type(model).__name__, "num_classes": model.fc.out_features,
+              "sigmoid": bool(getattr(model, "sigmoid", False)), **meta}  # fmt: skip
+    path.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str))
+    return path
+
+
+def load_box_model(path: str | Path, sigmoid: bool | None = None, map_location: str | torch.device = "cpu"):
+    """Rebuild a :class:`ResNet50` and load a state dict saved by :func:`save_box_model`; eval mode.
+
+    The head width comes from the weights; ``sigmoid`` from the JSON beside them unless given
+    (True, the lesson's default, when there is no JSON). Loads with ``weights_only=True``.
+    """
+    path = Path(path)
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if sigmoid is None:
+        info = path.with_suffix(".json")
+        sigmoid = json.loads(info.read_text()).get("sigmoid", True) if info.is_file() else True
+    model = ResNet50(num_classes=state["fc.weight"].shape[0], sigmoid=sigmoid)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def box_model(sigmoid: bool = True, pretrained: bool = False, seed: int | None = None) -> tuple[ResNet50, str]:
+    """The lesson's regressor, ``ResNet50(num_classes=4, sigmoid=...)``, and how it was initialised.
+
+    ``sigmoid=True`` (the default here) keeps every predicted coordinate in (0, 1), the range of
+    the targets, and starts training from boxes around the image centre; the original course
+    used a plain linear head (``sigmoid=False``). ``pretrained`` copies torchvision's ImageNet
+    weights into everything but the head where there is internet; offline the status says so
+    and the random initialisation stays.
+    """
+    if seed is not None:
+        seed_everything(seed)
+    model = ResNet50(num_classes=4, sigmoid=sigmoid)
+    status = load_imagenet_into(model) if pretrained else "Random initialisation (pretrained=False)."
+    return model, status
+
+
+# ----------------------------------------------------------------------------- the lesson's training
+
+
+@dataclass
+class RaccoonConfig:
+    """Everything that defines a raccoon run; saved with its checkpoints (a resume must match)."""
+
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    image_size: int = 224
+    loss: str = "mse"
+    sigmoid: bool = True
+    pretrained: bool = False
+    amp: bool = True  # bf16/fp16 autocast where fast (cifar.utils.autocast_dtype)
+    seed: int = 0
+    train_images: int | None = None  # None: all 160
+    test_images: int | None = None  # None: all 40
+
+
+def raccoon_config(fast: bool = False, **changes) -> RaccoonConfig:
+    """The lesson's settings; ``fast``: 4 train / 4 test images at 64 px, 1 epoch, batch 2 (seconds on a CPU)."""
+    if fast:
+        changes = {"epochs": 1, "batch_size": 2, "image_size": 64, "train_images": 4, "test_images": 4, **changes}
+    return RaccoonConfig(**changes)
+
+
+def raccoon_root(root: str | Path | None = None) -> Path:
+    """The raccoon folder: ``root`` or ``$CIFAR_DATA_DIR/raccoon``; a DataError says how to fix a miss."""
+    folder = Path(root) if root is not None else data_dir("raccoon")
+    if folder is None:
+        raise DataError(f"CIFAR_DATA_DIR is not set. {HOW_TO_GET_RACCOON}")
+    if not (folder / "train_labels.csv").is_file():
+        raise DataError(f"{folder / 'train_labels.csv'} not found. {HOW_TO_GET_RACCOON}")
+    return folder
+
+
+def raccoon_datasets(config: RaccoonConfig, root: str | Path | None = None) -> tuple[BoxDataset, BoxDataset]:
+    """The author's split: train_labels.csv (160 images) with augmentation, test_labels.csv (40) without."""
+    folder = raccoon_root(root)
+    train_set = BoxDataset(folder / "train_labels.csv", folder / "images", box_train_transforms(config.image_size),
+                           max_images=config.train_images)  # fmt: skip
+    test_set = BoxDataset(folder / "test_labels.csv", folder / "images", box_test_transforms(config.image_size),
+                          max_images=config.test_images)  # fmt: skip
+    return train_set, test_set
+
+
+@dataclass
+class RaccoonRun:
+    """What :func:`train_raccoon` returns: the trained model, its history and test metrics."""
+
+    model: ResNet50
+    history: list[dict]
+    metrics: dict
+    init_status: str
+    train_set: BoxDataset
+    test_set: BoxDataset
+    predicted: torch.Tensor  # normalized test boxes, in test_set order
+    true: torch.Tensor
+
+
+def train_raccoon(
+    config: RaccoonConfig | None = None,
+    checkpoint_dir: str | Path | None = None,
+    root: str | Path | None = None,
+    device: torch.device | None = None,
+    progress: bool = True,
+    num_workers: int | None = None,
+    log=print,
+) -> RaccoonRun:
+    """The lesson's training: ResNet-50 box regressor, Adam (lr 1e-3), MSE on normalized boxes.
+
+    Seeded; data from ``$CIFAR_DATA_DIR/raccoon`` (or ``root``); trains with
+    :func:`cifar.train.fit` (``score_fn=iou_score``, ``score_name="iou"``: the history has
+    ``train_iou``/``test_iou`` in %). With ``checkpoint_dir`` every epoch is checkpointed and a
+    second call with the same config resumes. ``train_raccoon(raccoon_config(fast=True))``
+    runs in seconds on a CPU.
+    """
+    from .train import fit, predict
+
+    config = config or RaccoonConfig()
+    device = device or get_device()
+    train_set, test_set = raccoon_datasets(config, root)
+    model, status = box_model(config.sigmoid, config.pretrained, seed=config.seed)
+    log(status)
+    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, num_workers=num_workers)
+    test_loader = make_loader(test_set, 2 * config.batch_size, train=False, num_workers=num_workers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    result = fit(
+        model, train_loader, test_loader, optimizer, None, config.epochs, device, loss_fn=box_loss(config.loss),
+        seed=config.seed, checkpoint_dir=checkpoint_dir, config=asdict(config),
+        amp_dtype="auto" if config.amp else None, progress=progress, score_fn=iou_score, score_name="iou", log=log,
+    )  # fmt: skip
+    predicted, true = predict(model, test_loader, device, None, False)
+    metrics = box_metrics(predicted, true, test_set.sizes)
+    metrics["test_loss"] = float(box_loss(config.loss)(predicted, true))
+    return RaccoonRun(model, result.history, metrics, status, train_set, test_set, predicted, true)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = RaccoonConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m cifar.boxes", description="Train the ResNet-50 raccoon box regressor (the lesson's recipe)."
+    )
+    parser.add_argument("--data-dir", help="raccoon folder (default: $CIFAR_DATA_DIR/raccoon)")
+    parser.add_argument("--out", default="runs/raccoon", help="run folder: checkpoint, history, figures (resumes)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--loss", choices=["mse", "smoothl1", "giou"], default=defaults.loss)
+    parser.add_argument("--linear-head", action="store_true", help="no sigmoid on the 4 outputs (as the original)")
+    parser.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (needs internet)")
+    parser.add_argument("--no-amp", action="store_true", help="train in fp32 only")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--fast", action="store_true", help="smoke test: 4+4 images at 64 px, 1 epoch")
+    parser.add_argument("--latency-repeats", type=int, default=20, help="0 skips the latency measurement")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command line: train, then save weights, history, curves, gallery, metrics (and latency) in ``--out``."""
+    args = parse_args(argv)
+    fields = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "image_size": args.image_size,
+              "loss": args.loss, "sigmoid": not args.linear_head, "pretrained": args.pretrained,
+              "amp": not args.no_amp, "seed": args.seed}  # fmt: skip
+    if args.fast:
+        defaults = asdict(RaccoonConfig())
+        fields = {k: v for k, v in fields.items() if v != defaults[k]}  # explicit flags override the fast preset
+    config = raccoon_config(args.fast, **fields)
+    out = Path(args.out)
+    device = get_device()
+    started = time.time()
+    try:
+        run = train_raccoon(config, out, args.data_dir, device)
+    except DataError as error:
+        sys.exit(f"error: {error}")
+    from .train import describe_device
+
+    seconds = time.time() - started
+    command = "python -m cifar.boxes " + " ".join(argv if argv is not None else sys.argv[1:])
+    summary = {
+        "command": command.strip(), "config": asdict(config), "device": describe_device(device),
+        "init": run.init_status, "wall_seconds_this_call": round(seconds, 1), "metrics": run.metrics,
+    }  # fmt: skip
+    save_box_model(run.model, out / "raccoon_resnet50.pt", config=asdict(config), metrics=run.metrics,
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD)  # fmt: skip
+    plot_box_history(run.history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
+    prediction_gallery(run.model, run.test_set, device=device).savefig(out / "gallery.png", dpi=100,
+                                                                       bbox_inches="tight")  # fmt: skip
+    if args.latency_repeats > 0:
+        summary["latency"] = measure_latency(run.model, config.image_size, repeats=args.latency_repeats, device=device)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    m = run.metrics
+    print(f"test: mean IoU {m['mean_iou']:.3f}, IoU >= 0.5 on {100 * m['share_iou_50']:.0f}% of {m['images']} images, "
+          f"original 'accuracy' {m['original_accuracy_contrast']:.1f} (contrast only); {out}")  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Bounding-box regression: CSV checks, boxes that follow the pixels, metrics, save/reload, a fast real run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from torchvision.ops import box_iou
+
+from cifar import boxes as cb
+from cifar.boxes import (
+    BoxDataset,
+    box_iou_per_sample,
+    box_loss,
+    box_metrics,
+    box_test_transforms,
+    box_train_transforms,
+    count_multi_box_images,
+    iou_score,
+    load_box_model,
+    mean_box_baseline,
+    measure_latency,
+    normalize_box,
+    original_accuracy,
+    plot_augmented_boxes,
+    prediction_gallery,
+    raccoon_config,
+    read_box_csv,
+    save_box_model,
+    train_raccoon,
+)
+from cifar.dataset import DataError
+from cifar.model import ResNet50
+from cifar.utils import data_dir
+
+HEADER = "filename,width,height,class,xmin,ymin,xmax,ymax"
+
+
+def _image(path, width=80, height=60, mode="RGB"):
+    rng = np.random.default_rng(0)
+    shape = (height, width, 3) if mode == "RGB" else (height, width)
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+
+
+def _csv(folder, rows, header=HEADER, name="boxes.csv"):
+    path = folder / name
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """a.jpg 80x60 RGB, b.png 80x60 greyscale."""
+    _image(tmp_path / "a.jpg")
+    _image(tmp_path / "b.png", mode="L")
+    return tmp_path
+
+
+def test_reads_corner_form_and_converts_greyscale_to_rgb(photos):
+    path = _csv(photos, ["a.jpg,80,60,raccoon,10,5,50,45", "b.png,80,60,raccoon,0,0,80,60"])
+    dataset = BoxDataset(path)
+    assert len(dataset) == 2 and dataset.multi_box_images == 0
+    image, target = dataset[1]  # greyscale file, no transform: uint8 CHW at the original size
+    assert image.shape == (3, 60, 80) and image.dtype == torch.uint8
+    torch.testing.assert_close(target, torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    torch.testing.assert_close(dataset[0][1], torch.tensor([10 / 80, 5 / 60, 50 / 80, 45 / 60]))
+
+
+def test_original_xyhw_format_gives_the_same_boxes(photos):
+    corners = read_box_csv(_csv(photos, ["a.jpg,80,60,raccoon,10,5,50,45"]))
+    xyhw = read_box_csv(_csv(photos, ["a.jpg,10,5,40,40"], "filename,x,y,height,width", "xyhw.csv"), box_format="xyhw")
+    cols = ["xmin", "ymin", "xmax", "ymax"]
+    assert corners[cols].to_numpy().tolist() == xyhw[cols].to_numpy().tolist() == [[10, 5, 50, 45]]
+    tall = read_box_csv(_csv(photos, ["a.jpg,10,5,30,20"], "filename,x,y,height,width", "t.csv"), box_format="xyhw")
+    assert tall[cols].to_numpy().tolist() == [[10, 5, 30, 35]]  # height 30 runs down the rows (y)
+
+
+@pytest.mark.parametrize(
+    ("row", "words"),
+    [
+        ("a.jpg,80,60,raccoon,ten,5,50,45", ["'xmin'", "'ten'", "not a number"]),
+        ("a.jpg,80,60,raccoon,10,,50,45", ["'ymin'", "not a number"]),
+        ("a.jpg,80,60,raccoon,-3,5,50,45", ["'xmin'", "negative"]),
+        ("a.jpg,80,60,raccoon,10,5,90,45", ["outside the 80x60 image"]),
+        ("a.jpg,80,60,raccoon,10,5,50,61", ["outside the 80x60 image"]),
+        ("a.jpg,80,60,raccoon,50,5,10,45", ["empty box"]),
+        ("a.jpg,100,60,raccoon,10,5,50,45", ["CSV says the image is 100x60", "80x60"]),
+        ("missing.jpg,80,60,raccoon,10,5,50,45", ["missing.jpg", "not found"]),
+    ],
+)
+def test_bad_rows_raise_naming_row_and_file(photos, row, words):
+    path = _csv(photos, ["b.png,80,60,raccoon,0,0,80,60", row])
+    with pytest.raises(DataError) as caught:
+        BoxDataset(path)
+    message = str(caught.value)
+    assert "boxes.csv row 2 (line 3)" in message
+    assert ("'missing.jpg'" if "missing" in row else "'a.jpg'") in message
+    for word in words:
+        assert word in message
+
+
+def test_missing_column_names_the_file_and_columns(photos):
+    path = _csv(photos, ["a.jpg,80,60,raccoon,10,5,50"], header="filename,width,height,class,xmin,ymin,xmax")
+    with pytest.raises(DataError, match=r"boxes\.csv: missing column\(s\) ymax; found filename"):
+        read_box_csv(path)
+
+
+def test_unreadable_image_is_named(photos):
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"row 1 \(line 2\), image 'broken.jpg': cannot read image"):
+        read_box_csv(_csv(photos, ["broken.jpg,80,60,raccoon,1,1,5,5"]))
+
+
+def test_several_boxes_keep_the_largest(photos):
+    rows = ["a.jpg,80,60,raccoon,0,0,10,10", "b.png,80,60,raccoon,0,0,5,5", "a.jpg,80,60,raccoon,20,20,60,50",
+            "a.jpg,80,60,raccoon,1,1,3,3"]  # fmt: skip
+    path = _csv(photos, rows)
+    dataset = BoxDataset(path)
+    assert dataset.records.filename.tolist() == ["a.jpg", "b.png"]  # order of first appearance
+    assert dataset.box(0).tolist() == [20, 20, 60, 50] and dataset.records.loc[0, "row"] == 3
+    assert dataset.records.boxes.tolist() == [3, 1]
+    assert dataset.multi_box_images == 1 == count_multi_box_images(path)
+    assert read_box_csv(path, multi_box="first").loc[0, "xmax"] == 10
+    with pytest.raises(DataError, match="3 boxes on one image"):
+        read_box_csv(path, multi_box="error")
+    assert len(BoxDataset(path, max_images=1)) == 1
+
+
+def test_horizontal_flip_moves_the_box_with_the_pixels(photos):
+    path = _csv(photos, ["a.jpg,80,60,raccoon,10,5,50,45"])
+    flip = A.Compose([A.HorizontalFlip(p=1)], bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]))
+    plain, flipped = BoxDataset(path), BoxDataset(path, transform=flip)
+    image, target = flipped[0]
+    assert image.shape == (60, 80, 3)  # no ToTensorV2: numpy HWC; the target still uses the right size
+    torch.testing.assert_close(target, torch.tensor([(80 - 50) / 80, 5 / 60, (80 - 10) / 80, 45 / 60]))
+    np.testing.assert_array_equal(image, plain[0][0].permute(1, 2, 0).numpy()[:, ::-1])
+
+
+def test_lesson_transforms_give_normalized_tensors_and_boxes(photos):
+    path = _csv(photos, ["a.jpg,80,60,raccoon,10,5,50,45", "b.png,80,60,raccoon,60,40,80,60"])
+    train = BoxDataset(path, transform=box_train_transforms(64))
+    train.transform.set_random_seed(0)
+    for _ in range(10):
+        for index in range(2):
+            image, target = train[index]
+            assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+            assert ((target >= 0) & (target <= 1)).all() and (target[:2] < target[2:]).all()
+    image, target = BoxDataset(path, transform=box_test_transforms(64))[0]
+    torch.testing.assert_close(target, torch.tensor([10 / 80, 5 / 60, 50 / 80, 45 / 60]))  # resize keeps fractions
+    assert abs(float(image.mean())) < 3
+
+
+def test_normalize_box():
+    torch.testing.assert_close(normalize_box([65, 41.7, 650, 417], 650, 417), torch.tensor([0.1, 0.1, 1.0, 1.0]))
+
+
+def test_iou_on_known_boxes():
+    true = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 1, 1], [0, 0, 2, 2]])
+    pred = torch.tensor([[0.0, 0, 2, 2], [1, 0, 3, 2], [5, 5, 6, 6], [0, 0, 2, 2], [2, 2, 0, 0]])
+    expected = torch.tensor([1.0, 1 / 3, 0.0, 0.25, 0.0])  # same, half shifted, disjoint, inside, inverted
+    torch.testing.assert_close(box_iou_per_sample(pred, true), expected)
+    torch.testing.assert_close(iou_score(pred, true), 100 * expected)
+    metrics = box_metrics(pred, true)
+    assert metrics["images"] == 5 and metrics["share_iou_50"] == pytest.approx(0.2)
+    assert math.isclose(metrics["mean_iou"], float(expected.mean()), rel_tol=1e-6)
+
+
+def test_iou_equals_the_diagonal_of_torchvisions_box_iou():
+    xy = torch.rand(16, 2, 2)
+    boxes = torch.cat([xy.min(1).values, xy.max(1).values], 1)
+    other = boxes.roll(1, 0) * 0.9 + 0.05
+    torch.testing.assert_close(box_iou_per_sample(boxes, other), box_iou(boxes, other).diagonal())
+
+
+def test_original_accuracy_contrast_on_known_numbers():
+    true = torch.tensor([[10.0, 20, 30, 40]])
+    predicted = torch.tensor([[11.0, 18, 30, 44]])  # relative errors 10%, 10%, 0, 10%
+    assert original_accuracy(predicted, true) == pytest.approx(92.5)
+    # same scale, other unit (e.g. both normalized): the same value, relative errors have no unit
+    assert original_accuracy(predicted / 100, true / 100) == pytest.approx(92.5)
+    # a zero coordinate has no relative error: skipped (2/20 and 0, 0 on the other three)
+    zero = original_accuracy(torch.tensor([[5.0, 22, 30, 40]]), torch.tensor([[0.0, 20, 30, 40]]))
+    assert zero == pytest.approx(100 - 100 * (0.1 / 3))
+    # far from the truth, it is unbounded below
+    assert original_accuracy(true * 5, true) == pytest.approx(-300)
+    box = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    metrics = box_metrics(box, box, torch.tensor([[100.0, 50]]))
+    assert metrics["original_accuracy_contrast"] == 100 and metrics["mean_abs_error_px"] == 0
+
+
+def test_box_losses():
+    boxes = torch.tensor([[0.1, 0.2, 0.6, 0.7]])
+    for name in ("mse", "smoothl1", "giou"):
+        assert float(box_loss(name)(boxes, boxes)) == pytest.approx(0, abs=1e-6)
+    inverted = torch.tensor([[0.6, 0.7, 0.1, 0.2]])  # GIoU sorts corners: the same box
+    assert float(box_loss("giou")(inverted, boxes)) == pytest.approx(0, abs=1e-6)
+    assert float(box_loss("mse")(boxes + 0.1, boxes)) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        box_loss("l3")
+
+
+def test_save_and_reload_give_equal_predictions(tmp_path):
+    torch.manual_seed(0)
+    model = ResNet50(num_classes=4, sigmoid=True).eval()
+    path = save_box_model(model, tmp_path / "w" / "box.pt", image_size=64)
+    assert isinstance(torch.load(path, weights_only=True), dict)  # a state dict, not a pickled model
+    assert json.loads(path.with_suffix(".json").read_text())["sigmoid"] is True
+    reloaded = load_box_model(path)
+    assert not reloaded.training and reloaded.sigmoid
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), model(x), rtol=0, atol=0)
+
+
+def test_latency_dict_and_mode_restored():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    model.train()
+    result = measure_latency(model, image_size=16, batch_sizes=(1, 4), warmup=1, repeats=3)
+    assert model.training and result["device"].startswith("CPU") and result["repeats"] == 3
+    assert result["batch_1_ms_per_image"] > 0 and result["batch_4_images_per_s"] > 0
+    assert math.isclose(result["batch_4_ms_per_image"], result["batch_4_ms_per_batch"] / 4)
+
+
+def test_figures(photos):
+    path = _csv(photos, ["a.jpg,80,60,raccoon,10,5,50,45", "b.png,80,60,raccoon,60,40,80,60"])
+    figure = plot_augmented_boxes(BoxDataset(path, transform=box_train_transforms(32)), [0, 1], versions=2)
+    assert isinstance(figure, Figure) and len([ax for ax in figure.axes if ax.images]) == 4
+    model = ResNet50(num_classes=4, sigmoid=True)
+    figure = prediction_gallery(model, BoxDataset(path, transform=box_test_transforms(32)))
+    assert isinstance(figure, Figure) and "IoU" in figure.axes[0].get_title()
+
+
+# ----------------------------------------------------------------------------- real raccoon data
+
+
+@pytest.fixture
+def raccoon():
+    folder = data_dir("raccoon")
+    if folder is None or not (folder / "train_labels.csv").is_file():
+        pytest.skip("raccoon data absent: set CIFAR_DATA_DIR to a folder holding raccoon/train_labels.csv")
+    return folder
+
+
+def test_raccoon_csvs(raccoon):
+    assert count_multi_box_images(raccoon / "raccoon_labels.csv") == 16
+    train = BoxDataset(raccoon / "train_labels.csv", raccoon / "images")
+    test = BoxDataset(raccoon / "test_labels.csv", raccoon / "images")
+    assert (len(train), len(test), train.multi_box_images, test.multi_box_images) == (160, 40, 12, 4)
+    assert not set(train.records.filename) & set(test.records.filename)
+
+
+def test_fast_training_run_on_real_photos(raccoon, tmp_path):
+    config = raccoon_config(fast=True, amp=False)
+    assert (config.train_images, config.image_size, config.epochs) == (4, 64, 1)
+    lines = []
+    run = train_raccoon(config, tmp_path / "run", progress=False, log=lines.append)
+    assert len(run.train_set) == len(run.test_set) == 4
+    assert {"train_iou", "test_iou", "train_loss", "test_loss"} <= set(run.history[0])
+    assert run.predicted.shape == run.true.shape == (4, 4)
+    assert 0 <= run.metrics["mean_iou"] <= 1 and "original_accuracy_contrast" in run.metrics
+    assert math.isclose(run.history[-1]["test_iou"], 100 * run.metrics["mean_iou"], rel_tol=1e-4, abs_tol=1e-3)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    again = train_raccoon(config, tmp_path / "run", progress=False, log=lines.append)  # resumes: nothing to do
+    assert any(line.startswith("Resumed") for line in lines)
+    torch.testing.assert_close(again.predicted, run.predicted)
+
+
+def test_cli_fast(raccoon, tmp_path, monkeypatch):
+    monkeypatch.setattr(cb, "train_raccoon", _stub_run(raccoon))
+    summary = cb.main(["--fast", "--image-size", "32", "--out", str(tmp_path / "cli"), "--latency-repeats", "1"])
+    for name in ("raccoon_resnet50.pt", "raccoon_resnet50.json", "curves.png", "gallery.png", "summary.json"):
+        assert (tmp_path / "cli" / name).is_file()
+    assert summary["config"]["epochs"] == 1 and summary["latency"]["image_size"] == 32
+
+
+def _stub_run(root):
+    """train_raccoon without the training (the fast run is tested above): keeps the CLI test short."""
+
+    def run(config, out, data_root, device):
+        train_set, test_set = cb.raccoon_datasets(config, root)
+        model, status = cb.box_model()
+        predicted, true = cb.predict_boxes(model, test_set, device)
+        history = [{"epoch": 1, "train_loss": 0.1, "test_loss": 0.1, "train_iou": 1.0, "test_iou": 1.0}]
+        return cb.RaccoonRun(model, history, box_metrics(predicted, true), status, train_set, test_set, predicted, true)
+
+    return run
+
+
+def test_mean_box_baseline(photos):
+    csv = photos / "boxes.csv"
+    csv.write_text("filename,xmin,ymin,xmax,ymax\na.jpg,0,0,40,30\nb.png,40,30,80,60\n")
+    both = BoxDataset(csv, photos)
+    metrics = mean_box_baseline(both, both)
+    # the mean box (20, 15)-(60, 45) overlaps each true box on 20x15 pixels: IoU 300 / (1200 + 1200 - 300)
+    assert metrics["mean_iou"] == pytest.approx(300 / 2100, abs=1e-6)
+    assert metrics["share_iou_50"] == 0.0

@@ -1,0 +1,245 @@
+"""Transfer learning: offline weights notice, freezing, fit_one_cycle's schedule, saved class names, the lesson run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import urllib.error
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from cifar import transfer
+from cifar.dataset import AlbumentationsDataset, DataError, make_loader
+from cifar.transfer import (
+    TransferConfig,
+    fit_one_cycle,
+    freeze_backbone,
+    load_classifier,
+    parameter_groups,
+    resnet34_classifier,
+    run_leaky_split,
+    run_transfer,
+    save_classifier,
+    transfer_config,
+    unfreeze,
+)
+from cifar.utils import data_dir, seed_everything
+
+CPU = torch.device("cpu")
+
+
+def _quiet(*_):
+    return None
+
+
+class TinyNet(nn.Module):
+    """A backbone and an ``fc`` head, like a torchvision ResNet, in a few hundred parameters."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+def _random_loaders(n: int = 40, batch: int = 8, classes: int = 3):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, classes, n)
+    train_set, test_set = AlbumentationsDataset(images, labels), AlbumentationsDataset(images[:16], labels[:16])
+    return make_loader(train_set, batch, train=True, seed=1, num_workers=0), make_loader(test_set, 16, train=False)
+
+
+def _fish_tree(root: Path, classes=("bream", "chub", "perch"), fish: int = 4, frames: int = 3) -> Path:
+    """Class folders of fake fish photos named like the offline set: several frames per fish."""
+    for c, name in enumerate(classes):
+        for f in range(fish):
+            for k in range(frames):
+                path = root / name / f"2015{c}{f}_0000_AAAA_00408CF4B573_fish{f + 1}_frame{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                color = (80 * c, 255 - 60 * c, 20 * f + 5 * k)
+                Image.new("RGB", (30 + 3 * k, 14 + f), color).save(path)
+    return root
+
+
+def _tiny_config(**changes) -> TransferConfig:
+    config = TransferConfig(
+        image_size=(32, 48), batch_size=8, head_epochs=1, fine_tune_epochs=1, weights=None, seed=0,
+        max_steps_per_epoch=2, test_fraction=0.25,
+    )  # fmt: skip
+    return replace(config, **changes)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def test_offline_weights_give_a_one_line_notice_and_random_weights(monkeypatch):
+    def offline(weights):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(transfer, "_download_state_dict", offline)
+    messages: list[str] = []
+    model, used = resnet34_classifier(7, "IMAGENET1K_V1", log=messages.append)
+    assert used == "random" and model.fc.out_features == 7 and model.fc.in_features == 512
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "IMAGENET1K_V1" in messages[0] and "RANDOM" in messages[0] and "URLError" in messages[0]
+    assert resnet34_classifier(2, None, log=messages.append)[1] == "random" and len(messages) == 1  # no attempt
+    with pytest.raises(ValueError, match="weights must be"):
+        resnet34_classifier(2, "IMAGENET_NONSENSE")
+
+
+def test_pretrained_weights_are_loaded_and_reported(monkeypatch, tmp_path):
+    from torchvision.models import resnet34
+
+    torch.manual_seed(123)
+    state = resnet34().state_dict()
+    monkeypatch.setattr(transfer, "_download_state_dict", lambda weights: state)
+    model, used = resnet34_classifier(3, "IMAGENET1K_V1", log=pytest.fail)
+    assert used == "IMAGENET1K_V1" and torch.equal(model.conv1.weight, state["conv1.weight"])
+    assert model.fc.out_features == 3
+    torch.save(state, tmp_path / "resnet34-b627a593.pth")  # a local copy of the weights file
+    model, used = resnet34_classifier(3, tmp_path / "resnet34-b627a593.pth", log=pytest.fail)
+    assert used.endswith("resnet34-b627a593.pth") and torch.equal(
+        model.layer4[2].bn2.weight, state["layer4.2.bn2.weight"]
+    )
+
+
+def test_freeze_backbone_trains_only_the_head():
+    model, _ = resnet34_classifier(4, None)
+    freeze_backbone(model)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["fc.weight", "fc.bias"]
+    assert len(parameter_groups(model, backbone_lr_factor=0.1)) == 1  # no trainable backbone: one group
+    unfreeze(model)
+    assert all(p.requires_grad for p in model.parameters())
+    head, backbone = parameter_groups(model, backbone_lr_factor=0.1)
+    assert len(head["params"]) == 2 and backbone["lr_factor"] == 0.1
+
+
+# ----------------------------------------------------------------------------- fit_one_cycle
+
+
+def test_fit_one_cycle_records_a_one_cycle_lr_per_batch_and_clips(monkeypatch):
+    clips = []
+    real_clip = torch.nn.utils.clip_grad_value_
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_value_", lambda params, value: clips.append(value) or real_clip(params, value)
+    )
+    seed_everything(0)
+    model = TinyNet()
+    train_loader, val_loader = _random_loaders()  # 40 images, batch 8: 5 steps per epoch
+    result = fit_one_cycle(
+        4, 0.01, model, train_loader, val_loader, weight_decay=1e-4, grad_clip=0.1, opt_func=torch.optim.Adam,
+        device=CPU, progress=False, log=_quiet,
+    )  # fmt: skip
+    lrs = np.asarray(result.lrs)
+    assert len(lrs) == 20 and len(result.history) == 4 and clips == [0.1] * 20
+    peak = int(np.argmax(lrs))
+    assert peak == 5  # OneCycleLR: the peak at step pct_start * total - 1 = 0.3 * 20 - 1
+    assert lrs[peak] == pytest.approx(0.01) and lrs[0] == pytest.approx(0.01 / 25)
+    assert lrs[-1] == pytest.approx(0.01 / 25 / 1e4)
+    assert np.all(np.diff(lrs[: peak + 1]) > 0) and np.all(np.diff(lrs[peak:]) < 0)
+    assert {"train_loss", "test_loss", "train_acc", "test_acc", "lr"} <= set(result.history[0])
+
+
+def test_fit_one_cycle_with_discriminative_lrs_and_a_frozen_backbone(monkeypatch):
+    seen = []
+    real_fit = transfer.fit
+    monkeypatch.setattr(transfer, "fit", lambda *args, **kwargs: seen.append(args[3]) or real_fit(*args, **kwargs))
+    seed_everything(0)
+    model = TinyNet()
+    train_loader, val_loader = _random_loaders()
+    fit_one_cycle(
+        1, 0.02, model, train_loader, val_loader, backbone_lr_factor=0.1, device=CPU, progress=False, log=_quiet
+    )
+    assert [group["max_lr"] for group in seen[0].param_groups] == pytest.approx([0.02, 0.002])
+    frozen_conv = copy.deepcopy(model.conv.state_dict())
+    head = model.fc.weight.detach().clone()
+    freeze_backbone(model)
+    fit_one_cycle(1, 0.02, model, train_loader, val_loader, opt_func="sgd", device=CPU, progress=False, log=_quiet)
+    assert len(seen[1].param_groups) == 1 and len(seen[1].param_groups[0]["params"]) == 2
+    assert all(torch.equal(a, b) for a, b in zip(model.conv.state_dict().values(), frozen_conv.values()))
+    assert not torch.equal(model.fc.weight, head)
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def test_save_and_load_classifier_keep_the_class_names(tmp_path):
+    seed_everything(0)
+    model, used = resnet34_classifier(3, None)
+    classes = ["bream", "chub", "perch"]
+    path = save_classifier(model, tmp_path / "fish.pt", classes, {"weights": used, "image_size": [64, 96]})
+    loaded, info = load_classifier(path)
+    assert info["classes"] == classes and info["weights"] == "random" and info["image_size"] == [64, 96]
+    assert info["mean"] == [0.485, 0.456, 0.406] and json.loads(path.with_suffix(".json").read_text()) == info
+    rounded = copy.deepcopy(model).half().float().eval()  # weights are stored in fp16
+    inputs = torch.randn(2, 3, 32, 48)
+    torch.testing.assert_close(loaded(inputs), rounded(inputs))
+    assert not loaded.training
+
+
+# ----------------------------------------------------------------------------- the lesson run
+
+
+def test_run_transfer_two_stages_saves_and_resumes(tmp_path):
+    root = _fish_tree(tmp_path / "fish")
+    config = _tiny_config(stages="two")
+    messages: list[str] = []
+    result = run_transfer(root, config, out=tmp_path / "run", device=CPU, progress=False, log=messages.append)
+    assert result.classes == ["bream", "chub", "perch"] and result.weights == "random"
+    assert result.stages == ["head", "fine-tune"] and [row["stage"] for row in result.history] == result.stages
+    assert [row["epoch"] for row in result.history] == [1, 2] and len(result.lrs) == 4
+    assert result.split == "grouped" and result.shared_group_fraction == 0.0
+    assert result.train_images + result.test_images == 36 and result.confusion.sum() == result.test_images
+    assert 0 <= result.test_accuracy <= 100
+    model, info = load_classifier(tmp_path / "run" / "classifier.pt")
+    assert info["classes"] == result.classes and info["weights"] == "random" and info["image_size"] == [32, 48]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test_accuracy"] == round(result.test_accuracy, 2) and len(summary["confusion"]) == 3
+    again = run_transfer(root, config, out=tmp_path / "run", device=CPU, progress=False, log=messages.append)
+    assert sum("Resumed" in m for m in messages) == 2  # both stages came back from their checkpoints
+    assert again.test_accuracy == pytest.approx(result.test_accuracy) and again.lrs == result.lrs
+
+
+def test_random_weights_train_all_layers_and_leaky_split_shares_fish(tmp_path):
+    root = _fish_tree(tmp_path / "fish")
+    config = _tiny_config(max_steps_per_epoch=1)
+    fair = run_transfer(root, config, device=CPU, progress=False, log=_quiet)
+    assert fair.stages == ["all layers"] and len(fair.history) == 2  # head + fine-tune epochs, one stage
+    leaky = run_leaky_split(root, config, device=CPU, progress=False, log=_quiet)
+    assert leaky.split == "frames" and leaky.shared_group_fraction > 0.5
+
+
+def test_cli_fast_run_writes_the_run_folder(tmp_path):
+    root = _fish_tree(tmp_path / "fish")
+    out = tmp_path / "run"
+    summary = transfer.main(["--data-dir", str(root), "--out", str(out), "--fast", "--weights", "none",
+                             "--image-size", "32", "48"])  # fmt: skip
+    assert summary["weights"] == "random" and summary["split"] == "grouped" and summary["image_size"] == [32, 48]
+    for name in ("classifier.pt", "classifier.json", "history.csv", "curves.png", "lr_trace.png", "confusion.png"):
+        assert (out / name).is_file(), name
+
+
+def test_missing_data_is_explained(monkeypatch):
+    monkeypatch.delenv("CIFAR_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="CIFAR_DATA_DIR"):
+        run_transfer(None, _tiny_config(), device=CPU, progress=False, log=_quiet)
+
+
+def test_fast_mode_on_the_real_fish_set():
+    root = data_dir("fish_egu2017")
+    if root is None or not root.is_dir():
+        pytest.skip("offline fish set absent: set CIFAR_DATA_DIR to a folder holding fish_egu2017/")
+    config = replace(transfer_config(fast=True), weights=None)
+    result = run_transfer(root, config, device=CPU, progress=False, log=_quiet)
+    assert len(result.classes) == 7 and result.train_images == 56 and result.test_images == 28
+    assert result.shared_group_fraction == 0.0 and result.seconds < 60

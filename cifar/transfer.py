@@ -41,7 +41,7 @@ from .dataset import (
     split_indices,
 )
 from .scheduler import make_optimizer, one_cycle
-from .train import FitResult, save_atomic, describe_device, fit, predict, save_history
+from .train import FitResult, describe_device, fit, predict, save_atomic, save_history
 from .utils import confusion_matrix, data_dir, get_device, seed_everything
 
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"

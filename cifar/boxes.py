@@ -352,11 +352,13 @@ def box_iou_per_sample(predicted: torch.Tensor, true: torch.Tensor) -> torch.Ten
     """IoU of each predicted box with its own true box (corner form, any common scale), in [0, 1].
 
     Equal to the diagonal of ``torchvision.ops.box_iou(predicted, true)`` for valid boxes, in
-    O(N) instead of O(N^2). A predicted box with xmax < xmin or ymax < ymin is empty: IoU 0.
-    IoU is unchanged when x and y are scaled (even by different factors), so it is the same on
-    normalized coordinates, on the resized image and on the original photo.
+    O(N) instead of O(N^2). A prediction is read as the box spanned by its two corners
+    (:func:`sort_corners`), as :class:`GIoULoss` reads it: a network trained with that loss is
+    free to emit the corners in either order. IoU is unchanged when x and y are scaled (even by
+    different factors), so it is the same on normalized coordinates, on the resized image and
+    on the original photo.
     """
-    predicted, true = predicted.float(), true.float()
+    predicted, true = sort_corners(predicted.float()), true.float()
     width = (torch.minimum(predicted[:, 2], true[:, 2]) - torch.maximum(predicted[:, 0], true[:, 0])).clamp(min=0)
     height = (torch.minimum(predicted[:, 3], true[:, 3]) - torch.maximum(predicted[:, 1], true[:, 1])).clamp(min=0)
     intersection = width * height

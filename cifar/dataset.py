@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
+from torch.nn import functional as nn_functional
 from torch.utils.data import DataLoader, Dataset
 
 from .utils import cache_dir, data_dir
@@ -284,6 +285,94 @@ def _seed_worker_transform(worker_id: int) -> None:
     transform = getattr(info.dataset, "transform", None)
     if transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(info.seed % 2**32)
+
+
+# ----------------------------------------------------------------------------- batched augmentation on the device
+
+
+def augment_batch(
+    images: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4, cutout: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The S10 recipe's geometric augmentation for a whole uint8 NCHW batch at once, on its device.
+
+    Random crop after reflect padding by ``pad``, horizontal flip with probability 0.5, and one
+    ``cutout`` x ``cutout`` hole (centre anywhere in the image, clipped at the border) with
+    probability 0.5. Returns the float images (0..255) and the (N, 1, H, W) mask of the holes,
+    which :class:`TensorBatches` fills with the dataset mean.
+    """
+    n, _, height, width = images.shape
+    device = images.device
+
+    def uniform_ints(high: int) -> torch.Tensor:
+        return torch.randint(0, high, (n,), generator=generator, device="cpu").to(device)
+
+    padded = nn_functional.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
+    top, left = uniform_ints(2 * pad + 1), uniform_ints(2 * pad + 1)
+    rows = (top[:, None] + torch.arange(height, device=device))[:, None, :, None]
+    cols = (left[:, None] + torch.arange(width, device=device))[:, None, None, :]
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channels = torch.arange(images.shape[1], device=device)[None, :, None, None]
+    out = padded[batch, channels, rows, cols]
+    flip = uniform_ints(2).bool()
+    out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    centre_y, centre_x, apply = uniform_ints(height), uniform_ints(width), uniform_ints(2).bool()
+    ys = torch.arange(height, device=device)[None, :, None]
+    xs = torch.arange(width, device=device)[None, None, :]
+    half = cutout // 2
+    holes = (
+        (ys >= (centre_y - half)[:, None, None]) & (ys < (centre_y + cutout - half)[:, None, None])
+        & (xs >= (centre_x - half)[:, None, None]) & (xs < (centre_x + cutout - half)[:, None, None])
+        & apply[:, None, None]
+    )  # fmt: skip
+    return out, holes[:, None]
+
+
+class TensorBatches:
+    """A loader that keeps the uint8 images as one tensor on the device and augments whole batches there.
+
+    The fast alternative to per-sample albumentations (for a GPU fed by 2 CPU cores): the same
+    geometric recipe (crop with padding, flip, cut-out filled with the mean) via :func:`augment_batch`,
+    then normalization; colour jitter and grey-scale are left out. Yields normalized float
+    batches in channels-last layout, with labels. Shuffling is seeded through ``generator``
+    (the trainer re-seeds it every epoch), so runs are reproducible.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        train: bool,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
+        self.device = torch.device(device)
+        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
+        self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        order = order.to(self.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            images = self.images[index]
+            if self.train:
+                images, holes = augment_batch(images, self.generator)
+                images = torch.where(holes, self.mean.expand_as(images), images)
+            images = ((images.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+            yield images, self.labels[index]
 
 
 # ----------------------------------------------------------------------------- Class-folder image datasets

@@ -151,7 +151,7 @@ def show_images(images, titles: list[str] | None = None, ncols: int = 8, size: f
 
     n = len(images)
     nrows = max(1, -(-n // ncols))
-    figure, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.3)), squeeze=False)
+    figure, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.5)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (ax, image) in enumerate(zip(axes.flat, images)):

@@ -163,11 +163,11 @@ def test_normalize_box():
 def test_iou_on_known_boxes():
     true = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 1, 1], [0, 0, 2, 2]])
     pred = torch.tensor([[0.0, 0, 2, 2], [1, 0, 3, 2], [5, 5, 6, 6], [0, 0, 2, 2], [2, 2, 0, 0]])
-    expected = torch.tensor([1.0, 1 / 3, 0.0, 0.25, 0.0])  # same, half shifted, disjoint, inside, inverted
+    expected = torch.tensor([1.0, 1 / 3, 0.0, 0.25, 1.0])  # same, half shifted, disjoint, inside, corners swapped
     torch.testing.assert_close(box_iou_per_sample(pred, true), expected)
     torch.testing.assert_close(iou_score(pred, true), 100 * expected)
     metrics = box_metrics(pred, true)
-    assert metrics["images"] == 5 and metrics["share_iou_50"] == pytest.approx(0.2)
+    assert metrics["images"] == 5 and metrics["share_iou_50"] == pytest.approx(0.4)
     assert math.isclose(metrics["mean_iou"], float(expected.mean()), rel_tol=1e-6)
 
 
@@ -300,3 +300,10 @@ def test_mean_box_baseline(photos):
     # the mean box (20, 15)-(60, 45) overlaps each true box on 20x15 pixels: IoU 300 / (1200 + 1200 - 300)
     assert metrics["mean_iou"] == pytest.approx(300 / 2100, abs=1e-6)
     assert metrics["share_iou_50"] == 0.0
+
+
+def test_iou_reads_a_prediction_as_the_box_spanned_by_its_corners():
+    true = torch.tensor([[0.1, 0.2, 0.5, 0.6]])
+    swapped = torch.tensor([[0.5, 0.6, 0.1, 0.2]])
+    assert box_iou_per_sample(swapped, true).item() == pytest.approx(1.0)
+    assert box_loss("giou")(swapped, true).item() == pytest.approx(0.0, abs=1e-6)

@@ -45,3 +45,12 @@ def test_feature_map_sizes():
         x = getattr(model, name)(x)
         sizes.append(tuple(x.shape[1:]))
     assert sizes == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)]
+
+
+def test_logit_scale_multiplies_the_logits_only():
+    torch.manual_seed(0)
+    plain = CustomResNet().eval()
+    scaled = CustomResNet(logit_scale=0.125).eval()
+    scaled.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(scaled(x), plain(x) * 0.125)

@@ -136,3 +136,23 @@ def test_cli_without_data_says_what_to_do(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         train.main(["--out", str(tmp_path / "run")])
     assert "CIFAR_DATA_DIR" in str(stop.value) and "--data-dir" in str(stop.value)
+
+
+def test_flip_test_time_augmentation_averages_both_views():
+    seed_everything(0)
+    model = Tiny().eval()
+    _, test_loader = _loaders()
+    cpu = torch.device("cpu")
+    plain, labels = train.predict(model, test_loader, cpu)
+    both, _ = train.predict(model, test_loader, cpu, flip_tta=True)
+    inputs = torch.cat([x for x, _ in test_loader]).float() / 255
+    with torch.no_grad():
+        mirrored = model(inputs.flip(3))
+    torch.testing.assert_close(both, (plain + mirrored) / 2, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_recipe_is_pages_resnet9_recipe():
+    config = train.s10_fast_recipe()
+    assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (8, "sgd", 0.4, 0.2)
+    assert config.extra == {"loader": "tensor", "flip_tta": True, "logit_scale": 0.125}
+    assert train.s10_model(config).logit_scale == 0.125

@@ -1,0 +1,206 @@
+"""Training-speed benchmark of the S10 network: the original course's way against the project's paths.
+
+``python -m cifar.bench`` (``--quick`` for a short run) measures, on one device and in one run,
+images per second of a whole training step (data preparation, forward, backward, optimizer) for
+
+* ``baseline``: fp32, NCHW, per-sample albumentations through a DataLoader with workers (the original);
+* ``default``: the project's default training path (autocast where it is fast, channels-last,
+  per-sample albumentations as in the lesson);
+* ``tensor``: the default precision and layout fed by :class:`cifar.dataset.TensorBatches`
+  (whole batches augmented on the device);
+* ``compile`` (with ``--compile``): the default path through ``torch.compile``;
+
+then inference images/s, the FLOP/s reached against a measured matmul bound, and a last line of JSON.
+Same batch size and model everywhere; warm-up steps excluded; the median of repeated steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .dataset import AlbumentationsDataset, TensorBatches, load_cifar10, make_loader, train_transforms
+from .model import CustomResNet
+from .train import describe_device
+from .utils import autocast, autocast_dtype, get_device, seed_everything
+
+MEAN, STD = (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_macs(model: nn.Module) -> float:
+    """Multiply-accumulates of one 32x32 image's forward pass (torchinfo)."""
+    from torchinfo import summary
+
+    return summary(model, input_size=(1, 3, 32, 32), verbose=0, device="cpu").total_mult_adds
+
+
+def matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large square matmul in ``dtype``: a rough practical bound for the device."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def time_training(
+    batches: Callable[[], Iterator],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool,
+    warmup: int,
+    repeats: int,
+    compile_model: bool = False,
+) -> float:
+    """Median images/s of whole training steps (the wait for the batch included)."""
+    seed_everything(0)
+    model = CustomResNet().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if compile_model else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    iterator = batches()
+    rates = []
+    for step in range(warmup + repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        images, labels = next(iterator)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            loss = loss_fn(step_model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _synchronize(device)
+        if step >= warmup:
+            rates.append(len(labels) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+@torch.no_grad()
+def time_inference(
+    device: torch.device, amp_dtype: torch.dtype | None, batch_size: int, warmup: int, repeats: int
+) -> float:
+    """Median images/s of eval-mode forward passes on the fast path."""
+    model = CustomResNet().to(device).to(memory_format=torch.channels_last).eval()
+    images = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    rates = []
+    for step in range(warmup + repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        with autocast(device, amp_dtype):
+            model(images)
+        _synchronize(device)
+        if step >= warmup:
+            rates.append(batch_size / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def _images(n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Real CIFAR-10 training images when a local copy is configured, else random ones."""
+    try:
+        images, labels = load_cifar10("train")
+        return images[:n], labels[:n], "real CIFAR-10"
+    except Exception:
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n), "random uint8 images"
+
+
+def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False, device=None) -> dict:
+    """Measure every path; returns the results as a dict (what the JSON line prints)."""
+    device = torch.device(device) if device is not None else get_device()
+    amp = autocast_dtype(device)
+    n = batch_size * (warmup + repeats + 1)
+    images, labels, source = _images(n)
+    albumentations_set = AlbumentationsDataset(images, labels, train_transforms(MEAN, STD))
+    workers = min(2, os.cpu_count() or 1)
+
+    def loader(num_workers: int | None) -> Callable[[], Iterator]:
+        return lambda: iter(make_loader(albumentations_set, batch_size, train=True, num_workers=num_workers))
+
+    def tensor_batches() -> Iterator:
+        return iter(TensorBatches(images, labels, batch_size, MEAN, STD, train=True, device=device))
+
+    results = {"device": describe_device(device), "autocast": str(amp).replace("torch.", ""),
+               "batch_size": batch_size, "warmup": warmup, "repeats": repeats, "data": source}  # fmt: skip
+    results["baseline_img_s"] = time_training(loader(workers), device, None, False, warmup, repeats)
+    results["fast_img_s"] = time_training(loader(None), device, amp, True, warmup, repeats)
+    results["tensor_img_s"] = time_training(tensor_batches, device, amp, True, warmup, repeats)
+    if compile_model:
+        results["compile_img_s"] = time_training(loader(None), device, amp, True, warmup + 1, repeats, True)
+    results["speedup"] = results["fast_img_s"] / results["baseline_img_s"]
+    results["eval_img_s"] = time_inference(device, amp, batch_size, warmup, repeats)
+    macs = forward_macs(CustomResNet())
+    step_flops = 3 * 2 * macs  # forward + backward (about twice the forward)
+    best = max(v for k, v in results.items() if k.endswith("_img_s") and k != "eval_img_s")
+    results["gmac_per_image"] = macs / 1e9
+    results["reached_tflops"] = best * step_flops / 1e12
+    results["bound_tflops"] = matmul_flops(device, amp or torch.float32) / 1e12
+    results["fraction_of_bound"] = results["reached_tflops"] / results["bound_tflops"]
+    return results
+
+
+def format_table(results: dict) -> str:
+    """The measurements as a plain-text table."""
+    rows = [
+        ("baseline: fp32, NCHW, albumentations DataLoader (workers)", results["baseline_img_s"]),
+        (f"default: {results['autocast']} autocast, channels-last, albumentations", results["fast_img_s"]),
+        ("tensor: default + whole-batch augmentation on the device", results["tensor_img_s"]),
+    ]
+    if "compile_img_s" in results:
+        rows.append(("compile: default + torch.compile", results["compile_img_s"]))
+    rows.append(("inference (eval, fast path)", results["eval_img_s"]))
+    lines = [f"S10 CustomResNet training step, batch {results['batch_size']}, {results['device']}",
+             f"{'path':<62}{'images/s':>10}{'vs baseline':>13}"]  # fmt: skip
+    for name, value in rows:
+        lines.append(f"{name:<62}{value:>10.0f}{value / results['baseline_img_s']:>12.2f}x")
+    lines.append(
+        f"best training path reaches {results['reached_tflops']:.2f} TFLOP/s "
+        f"({results['gmac_per_image']:.2f} GMAC/image forward, x6 per trained image) of a "
+        f"{results['bound_tflops']:.2f} TFLOP/s {results['autocast']} matmul bound: "
+        f"{100 * results['fraction_of_bound']:.0f}%"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m cifar.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batch 128, 1 warm-up and 3 timed steps (~2 min on CPU)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 512 (128 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per path (default 5, 3 with --quick)")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
+    args = parser.parse_args(argv)
+    batch_size = args.batch_size or (128 if args.quick else 512)
+    repeats = args.repeats or (3 if args.quick else 5)
+    results = run(batch_size, 1 if args.quick else 2, repeats, args.compile, args.device)
+    print(format_table(results))
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}))
+    return results
+
+
+if __name__ == "__main__":
+    main()

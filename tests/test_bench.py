@@ -1,0 +1,51 @@
+"""The speed benchmark runs and reports; the batched on-device augmentation does what it says."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from cifar import bench
+from cifar.dataset import TensorBatches, augment_batch
+
+
+def test_augment_batch_crops_flips_and_cuts():
+    images = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 1, 32, 32).repeat(64, 3, 1, 1).to(torch.uint8)
+    out, holes = augment_batch(images, torch.Generator().manual_seed(0), pad=4, cutout=8)
+    assert out.shape == (64, 3, 32, 32) and holes.shape == (64, 1, 32, 32)
+    assert not torch.equal(out, images.float())  # something moved
+    areas = holes.sum((1, 2, 3))
+    assert (areas <= 64).all() and (areas == 0).any() and (areas == 64).any()
+    plain, no_holes = augment_batch(images[:4], torch.Generator().manual_seed(0), pad=0, cutout=0)
+    assert not no_holes.any()
+    for a, b in zip(plain, images[:4].float()):
+        assert torch.equal(a, b) or torch.equal(a, b.flip(2))  # without padding: identity or a flip
+
+
+def test_tensor_batches_normalize_shuffle_and_reproduce():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    test = TensorBatches(images, np.arange(10), 4, (0.5,) * 3, (0.25,) * 3, train=False)
+    batches = list(test)
+    assert [len(y) for _, y in batches] == [4, 4, 2] and len(test) == 3
+    expected = (torch.from_numpy(images[:4]).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(batches[0][0], expected)
+    train = TensorBatches(images, np.arange(10), 4, (0.5,) * 3, (0.25,) * 3, train=True, seed=3)
+    first = [y.tolist() for _, y in train]
+    train.generator.manual_seed(3)
+    assert first == [y.tolist() for _, y in train]
+    assert sorted(sum(first, [])) == list(range(10))
+
+
+def test_benchmark_quick_runs_and_reports(capsys):
+    results = bench.main(["--quick", "--batch-size", "16", "--repeats", "1", "--device", "cpu"])
+    printed = capsys.readouterr().out.strip().splitlines()
+    record = json.loads(printed[-1])
+    for key in ("device", "baseline_img_s", "fast_img_s", "speedup", "eval_img_s", "bound_tflops"):
+        assert key in record
+    assert record["speedup"] == round(results["fast_img_s"] / results["baseline_img_s"], 4)
+    assert all(record[k] > 0 for k in ("baseline_img_s", "fast_img_s", "tensor_img_s", "eval_img_s"))
+    assert 0.3 < record["gmac_per_image"] < 0.45  # about 0.38 GMAC per 32x32 image
+    assert any("baseline" in line for line in printed)

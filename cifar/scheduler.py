@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -99,7 +100,9 @@ def find_lr(
     anywhere along it. Both are marked on the figure. The model and optimizer are restored
     to their initial state afterwards, so training starts from the weights the test started from.
     """
-    from torch_lr_finder import LRFinder
+    with warnings.catch_warnings():  # it imports tqdm.autonotebook, which warns when ipywidgets is absent
+        warnings.simplefilter("ignore")
+        from torch_lr_finder import LRFinder
 
     if rule not in SUGGESTION_RULES:
         raise ValueError(f"rule must be one of {SUGGESTION_RULES}, not {rule!r}")

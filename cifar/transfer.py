@@ -94,7 +94,8 @@ def resnet34_classifier(
             reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
             log(
                 f"Notice: ImageNet weights {weights} could not be loaded ({reason}); continuing with RANDOM weights. "
-                f"To use them offline, put {url.rsplit('/', 1)[-1]} in {Path(torch.hub.get_dir()) / 'checkpoints'}."
+                f"To use them offline, put {url.rsplit('/', 1)[-1]} in torch's hub cache "
+                "($TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints)."
             )
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model, used

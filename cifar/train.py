@@ -473,7 +473,8 @@ def save_weights(
         "seed": config.seed,
         "command": summary.get("command"),
         "device": summary.get("device"),
-        "wall_seconds": round(summary.get("train_seconds", 0.0), 1),
+        "wall_seconds": round(summary.get("epoch_seconds", 0.0), 1),
+        "wall_seconds_means": "sum of the epochs' training and test-evaluation times (LR range test excluded)",
         "train_data": source.name if source is not None else "torchvision CIFAR10 download",
         "train_data_sha256": file_sha256(source) if source is not None and source.is_file() else None,
         "train_images": int(len(data.train_labels)),
@@ -612,7 +613,6 @@ def _run_s10(config: S10Config, args: argparse.Namespace, argv: list[str] | None
         sys.exit(f"error: {error}")
     print(f"device: {describe_device(device)}; autocast: {autocast_dtype(device)}; train {len(data.train_labels)} / "
           f"test {len(data.test_labels)} images; mean {data.mean} std {data.std}")  # fmt: skip
-    started = time.time()
     model = s10_model(config)
     max_lr, _ = s10_max_lr(model, data, config, device, out)
     print(f"one-cycle peak LR {max_lr:.3e}")
@@ -620,11 +620,11 @@ def _run_s10(config: S10Config, args: argparse.Namespace, argv: list[str] | None
     _write_summary(out, config=asdict(config), max_lr=max_lr, device=describe_device(device), command=command.strip())
     result = s10_fit(model, data, config, max_lr, device, out, max_steps_per_epoch=args.max_steps)
     history = result.history
-    summary = _read_summary(out)
-    summary = _write_summary(
-        out, train_seconds=summary.get("train_seconds", 0.0) + (time.time() - started), history=history,
-        first_epoch_90=first_epoch_reaching(history, 90.0),
-    )  # fmt: skip
+    # time of the epochs themselves (training + test evaluation), summed from the history, so that
+    # interruptions and resumes do not count; the LR range test is not included
+    epoch_seconds = sum(row["seconds"] + row.get("eval_seconds", 0.0) for row in history)
+    summary = _write_summary(out, epoch_seconds=epoch_seconds, history=history,
+                             first_epoch_90=first_epoch_reaching(history, 90.0))  # fmt: skip
     plot_history(history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
     plot_lrs(result.lrs, len(result.lrs) // config.epochs).savefig(out / "lr_trace.png", dpi=120, bbox_inches="tight")
     if args.weights:

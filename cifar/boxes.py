@@ -36,6 +36,7 @@ from albumentations.pytorch import ToTensorV2
 from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader
 from .model import ResNet50, load_imagenet_into
@@ -544,6 +545,7 @@ def measure_latency(
     repeats: int = 20,
     device: torch.device | None = None,
     amp_dtype: torch.dtype | None = None,
+    progress: bool = True,
 ) -> dict:
     """Inference time of ``model``: eval mode, no_grad, ``warmup`` untimed runs, median of ``repeats``.
 
@@ -567,12 +569,15 @@ def measure_latency(
                 for _ in range(warmup):
                     model(inputs)
                 times = []
-                for _ in range(repeats):
+                bar = tqdm(range(repeats), desc=f"latency, batch {batch}", disable=not progress, leave=False,
+                           file=sys.stdout)  # fmt: skip
+                for _ in bar:
                     _synchronize(device)
                     start = time.perf_counter()
                     model(inputs)
                     _synchronize(device)
                     times.append(time.perf_counter() - start)
+                    bar.set_postfix(ms_per_image=f"{1000 * statistics.median(times) / batch:.1f}")
             seconds = statistics.median(times)
             result[f"batch_{batch}_ms_per_batch"] = 1000 * seconds
             result[f"batch_{batch}_ms_per_image"] = 1000 * seconds / batch

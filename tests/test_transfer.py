@@ -243,3 +243,18 @@ def test_fast_mode_on_the_real_fish_set():
     result = run_transfer(root, config, device=CPU, progress=False, log=_quiet)
     assert len(result.classes) == 7 and result.train_images == 56 and result.test_images == 28
     assert result.shared_group_fraction == 0.0 and result.seconds < 60
+
+
+def test_split_table_reports_each_run():
+    from types import SimpleNamespace
+
+    from cifar.transfer import split_table
+
+    runs = [
+        SimpleNamespace(split="grouped", test_images=226, shared_group_fraction=0.0, test_accuracy=38.94),
+        SimpleNamespace(split="frames", test_images=210, shared_group_fraction=0.9619, test_accuracy=64.286),
+    ]
+    table = split_table(runs)
+    assert list(table.index) == ["grouped", "frames"]
+    assert table.loc["frames", "share of test fish seen in training %"] == 96.2
+    assert table.loc["frames", "test accuracy %"] == 64.29

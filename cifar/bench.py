@@ -11,6 +11,8 @@ images per second of a whole training step (data preparation, forward, backward,
 * ``compile`` (with ``--compile``): the default path through ``torch.compile``;
 
 then inference images/s, the FLOP/s reached against a measured matmul bound, and a last line of JSON.
+``--equivalence STEPS`` instead trains the network twice from the same weights on the same batches,
+in fp32/NCHW and on the fast path, and compares the loss curves and test accuracy.
 Same batch size and model everywhere; warm-up steps excluded; the median of repeated steps.
 """
 
@@ -120,10 +122,12 @@ def time_inference(
 
 
 def _images(n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Real CIFAR-10 training images when a local copy is configured, else random ones."""
+    """``n`` real CIFAR-10 training images (a seeded random draw: the archive is sorted by class)
+    when a local copy is configured, else random ones."""
     try:
         images, labels = load_cifar10("train")
-        return images[:n], labels[:n], "real CIFAR-10"
+        keep = np.random.default_rng(0).permutation(len(labels))[:n]
+        return images[keep], labels[keep], "real CIFAR-10"
     except Exception:
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n), "random uint8 images"
@@ -163,6 +167,87 @@ def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False,
     return results
 
 
+def precision_equivalence(
+    steps: int, batch_size: int = 64, device=None, max_lr: float = 1e-3, test_images: int = 2000, progress: bool = True
+) -> dict:
+    """Train twice from the same weights on the same batches: fp32/NCHW, then the fast path.
+
+    Both runs see identical augmented batches in the same order (one seeded albumentations
+    pipeline, no workers) under a one-cycle Adam schedule over ``steps`` steps; returns the loss
+    of every step for both, and both models' accuracy on ``test_images`` real test images.
+    """
+    from tqdm import tqdm
+
+    from .dataset import test_transforms
+    from .scheduler import one_cycle
+    from .train import accuracy_score, evaluate, seed_epoch
+
+    device = torch.device(device) if device is not None else get_device()
+    images, labels, source = _images(steps * batch_size)
+    train_set = AlbumentationsDataset(images, labels, train_transforms(MEAN, STD))
+    try:
+        test_x, test_y = load_cifar10("test")
+    except Exception:
+        test_x, test_y = images, labels  # no real data: a smoke test only
+    keep = np.random.default_rng(1).permutation(len(test_y))[:test_images]  # all classes, not the first few
+    test_set = AlbumentationsDataset(test_x[keep], test_y[keep], test_transforms(MEAN, STD))
+    results = {"device": describe_device(device), "steps": steps, "batch_size": batch_size, "data": source}
+    for name, amp, channels_last in (("fp32", None, False), ("fast", autocast_dtype(device), True)):
+        seed_everything(0)
+        model = CustomResNet().to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=max_lr / 100, weight_decay=1e-4)
+        schedule = one_cycle(optimizer, max_lr, 1, steps)
+        loader = make_loader(train_set, batch_size, train=True, seed=0, num_workers=0)
+        seed_epoch(loader, 0)
+        loss_fn = nn.CrossEntropyLoss()
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        losses = []
+        model.train()
+        for images_b, labels_b in tqdm(loader, desc=name, total=steps, disable=not progress):
+            images_b = images_b.to(device, memory_format=memory_format)
+            with autocast(device, amp):
+                loss = loss_fn(model(images_b), labels_b.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        test = evaluate(model, make_loader(test_set, 500, train=False), device, amp, channels_last,
+                        score_fn=accuracy_score)  # fmt: skip
+        results[f"{name}_losses"] = losses
+        results[f"{name}_test_acc"] = test["score"]
+        results["autocast" if name == "fast" else "reference"] = str(amp or torch.float32).replace("torch.", "")
+    fp32, fast = np.array(results["fp32_losses"]), np.array(results["fast_losses"])
+    tail = max(1, steps // 5)
+    results["fp32_final_loss"] = float(fp32[-tail:].mean())
+    results["fast_final_loss"] = float(fast[-tail:].mean())
+    results["test_images"] = len(test_set)
+    results["mean_abs_loss_gap"] = float(np.abs(fp32 - fast).mean())
+    return results
+
+
+def plot_equivalence(results: dict, window: int = 10):
+    """Both loss curves (moving average over ``window`` steps)."""
+    import matplotlib.pyplot as plt
+
+    window = max(1, min(window, results["steps"]))
+    figure, ax = plt.subplots(figsize=(7, 4))
+    for name, label in (("fp32", "fp32, NCHW"), ("fast", f"{results['autocast']} autocast, channels-last")):
+        losses = np.array(results[f"{name}_losses"])
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(np.arange(window, len(losses) + 1), smooth,
+                label=f"{label}: test acc {results[f'{name}_test_acc']:.1f}%")  # fmt: skip
+    ax.set(xlabel="step", ylabel=f"training loss ({window}-step mean)",
+           title=f"Same weights, same batches: {results['steps']} steps of batch {results['batch_size']}")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
 def format_table(results: dict) -> str:
     """The measurements as a plain-text table."""
     rows = [
@@ -193,7 +278,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per path (default 5, 3 with --quick)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
+    parser.add_argument("--equivalence", type=int, metavar="STEPS", default=None,
+                        help="instead of timing: train STEPS steps in fp32/NCHW and on the fast path from the same "
+                        "weights and batches, and compare loss curves and test accuracy")  # fmt: skip
+    parser.add_argument("--plot", default=None, help="with --equivalence: save the loss curves to this PNG")
+    parser.add_argument("--test-images", type=int, default=2000, help="with --equivalence: test images to score")
     args = parser.parse_args(argv)
+    if args.equivalence:
+        steps, batch_size = args.equivalence, args.batch_size or 64
+        results = precision_equivalence(steps, batch_size, args.device, test_images=args.test_images)
+        if args.plot:
+            plot_equivalence(results).savefig(args.plot, dpi=100, bbox_inches="tight")
+        print(f"{results['steps']} steps of batch {results['batch_size']} on {results['device']}, {results['data']}")
+        for name in ("fp32", "fast"):
+            print(f"{name:>5}: mean loss of the last fifth {results[f'{name}_final_loss']:.4f}, "
+                  f"test accuracy {results[f'{name}_test_acc']:.2f}% ({results['test_images']} images)")  # fmt: skip
+        print(f"mean |loss gap| per step {results['mean_abs_loss_gap']:.4f}")
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()
+                          if not k.endswith("_losses")}))  # fmt: skip
+        return results
     batch_size = args.batch_size or (128 if args.quick else 512)
     repeats = args.repeats or (3 if args.quick else 5)
     results = run(batch_size, 1 if args.quick else 2, repeats, args.compile, args.device)

@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -281,29 +281,35 @@ def first_epoch_reaching(history: list[dict], accuracy: float) -> int | None:
 
 @dataclass
 class S10Config:
-    """Everything that defines an S10 run; saved with its checkpoints and weights."""
+    """Everything that defines an S10 run; saved with its checkpoints and weights.
+
+    The defaults are the lesson's recipe: Nesterov SGD with weight decay 5e-4, label smoothing
+    0.2 and logits scaled by 1/8 (David Page's ResNet-9 recipe for this network), the one-cycle
+    peak from the LR range test. :func:`s10_original_recipe` is the original course's Adam recipe.
+    """
 
     epochs: int = 24
     batch_size: int = 512
-    optimizer: str = "adam"
-    weight_decay: float = 1e-4
+    optimizer: str = "sgd"
+    weight_decay: float = 5e-4
     max_lr: float | None = None  # None: take the LR range test's suggestion
-    finder_start_lr: float = 1e-7
-    finder_end_lr: float = 0.1
+    finder_start_lr: float = 1e-5
+    finder_end_lr: float = 10.0
     finder_iters: int = 100
     finder_rule: str = "min/10"  # a tenth of the lowest-loss LR; "steepest" is torch-lr-finder's pick
     pct_start: float = 5 / 24  # peak LR after epoch 5 of 24
     div_factor: float = 100.0
     final_div_factor: float = 100.0
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.2
     dropout: float = 0.0
     seed: int = 1
     train_subset: int | None = None
     test_subset: int | None = None
-    # options of the fast recipe (issue "training speed"), off by default:
-    # {"loader": "tensor"} augments whole batches on the device (cifar.dataset.TensorBatches),
-    # {"flip_tta": True} evaluates with flip test-time augmentation, {"logit_scale": 0.125} scales the logits
-    extra: dict = field(default_factory=dict)
+    # {"logit_scale": 0.125} multiplies the logits by 1/8 (CustomResNet(logit_scale=...));
+    # options of the fast recipe (issue "training speed"): {"loader": "tensor"} augments whole
+    # batches on the device (cifar.dataset.TensorBatches), {"flip_tta": True} evaluates with
+    # flip test-time augmentation
+    extra: dict = field(default_factory=lambda: {"logit_scale": 0.125})
 
 
 @dataclass
@@ -487,6 +493,45 @@ def save_weights(
     return path
 
 
+def load_s10_weights(path: str | Path) -> tuple[nn.Module, dict]:
+    """The CustomResNet saved by :func:`save_weights` (in float32, eval mode) and its provenance record."""
+    from .model import CustomResNet
+
+    path = Path(path)
+    record_path = path.with_suffix(".json")
+    if not path.is_file() or not record_path.is_file():
+        raise FileNotFoundError(f"{path} and {record_path.name} beside it are needed (written by cifar.train)")
+    record = json.loads(record_path.read_text())
+    if record.get("architecture") != "CustomResNet":
+        raise ValueError(f"{record_path} describes a {record.get('architecture')}, not a CustomResNet")
+    model = CustomResNet(logit_scale=record["recipe"].get("extra", {}).get("logit_scale", 1.0))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.eval(), record
+
+
+def evaluate_weights(
+    path: str | Path, root: str | Path | None = None, device: torch.device | None = None, batch_size: int = 500
+) -> dict[str, float]:
+    """Test loss and accuracy (%) of saved S10 weights on the whole CIFAR-10 test set.
+
+    Uses the normalization and the test-time options (flip TTA) recorded beside the weights.
+    """
+    from .dataset import AlbumentationsDataset, load_cifar10, make_loader, test_transforms
+
+    model, record = load_s10_weights(path)
+    device = device or get_device()
+    images, labels = load_cifar10("test", root)
+    loader = make_loader(
+        AlbumentationsDataset(images, labels, test_transforms(tuple(record["mean"]), tuple(record["std"]))),
+        batch_size, train=False,
+    )  # fmt: skip
+    model.to(device).to(memory_format=torch.channels_last)
+    flip_tta = bool(record["recipe"].get("extra", {}).get("flip_tta", False))
+    result = evaluate(model, loader, device, autocast_dtype(device), flip_tta=flip_tta)
+    return {"loss": result["loss"], "accuracy": result["score"], "images": len(labels)}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = S10Config()
     parser = argparse.ArgumentParser(
@@ -499,22 +544,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out", default="runs/s10", help="run folder: checkpoint, history, figures (resumes if present)"
     )
     parser.add_argument("--weights", default="weights/s10_custom_resnet.pt", help="where to write the final weights")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--optimizer", choices=["adam", "sgd"], default=defaults.optimizer)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--max-lr", type=float, default=None, help="skip the LR range test and use this peak LR")
-    parser.add_argument("--finder-iters", type=int, default=defaults.finder_iters)
-    parser.add_argument("--finder-rule", choices=["min/10", "steepest"], default=defaults.finder_rule,
-                        help="how the range test's curve picks the one-cycle peak")  # fmt: skip
-    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--train-subset", type=int, default=None, help="train on a class-balanced subset")
-    parser.add_argument("--test-subset", type=int, default=None, help="test on a class-balanced subset")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="lesson",
+                        help="lesson: the lesson's recipe (Nesterov SGD, LR from the range test, 24 epochs); "
+                        "original: the original course's Adam recipe; fast: s10_fast_recipe() (8 epochs). "
+                        "The options below override single fields of it")  # fmt: skip
+    parser.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
+    parser.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], help=f"default {defaults.optimizer}")
+    parser.add_argument("--weight-decay", type=float, help=f"default {defaults.weight_decay}")
+    parser.add_argument("--max-lr", type=float, help="skip the LR range test and use this peak LR")
+    parser.add_argument("--finder-end-lr", type=float, help=f"default {defaults.finder_end_lr}")
+    parser.add_argument("--finder-iters", type=int, help=f"default {defaults.finder_iters}")
+    parser.add_argument("--finder-rule", choices=["min/10", "steepest"],
+                        help=f"how the range test picks the peak LR (default {defaults.finder_rule})")  # fmt: skip
+    parser.add_argument("--label-smoothing", type=float, help=f"default {defaults.label_smoothing}")
+    parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
+    parser.add_argument("--train-subset", type=int, help="train on a class-balanced subset")
+    parser.add_argument("--test-subset", type=int, help="test on a class-balanced subset")
     parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch (smoke tests)")
-    parser.add_argument("--recipe", choices=["lesson", "fast"], default="lesson",
-                        help="lesson: the S10 recipe above; fast: s10_fast_recipe() (8 epochs, SGD; ignores "
-                        "the optimizer/LR options)")  # fmt: skip
+    parser.add_argument("--evaluate", metavar="WEIGHTS", default=None,
+                        help="no training: evaluate saved weights (e.g. weights/s10_custom_resnet.pt) on the whole "
+                        "test set and compare with the accuracy recorded beside them")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -563,11 +613,19 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
     return result.suggested_lr, result.figure
 
 
-def s10_config(fast: bool = False) -> S10Config:
-    """The lesson's recipe; ``fast`` shrinks it to a smoke test (small subsets, 2 short epochs)."""
+def s10_config(fast: bool = False, recipe: str = "lesson") -> S10Config:
+    """A named recipe (see :data:`RECIPES`); ``fast`` shrinks it to a smoke test (small subsets, 2 short epochs)."""
+    config = RECIPES[recipe]()
     if fast:
-        return S10Config(epochs=2, batch_size=64, finder_iters=20, train_subset=640, test_subset=500)
-    return S10Config()
+        config = replace(config, epochs=2, batch_size=64, finder_iters=20, train_subset=640, test_subset=500)
+    return config
+
+
+def s10_original_recipe() -> S10Config:
+    """The original course's recipe: Adam (weight decay 1e-4), range test 1e-7 to 0.1, plain logits."""
+    return S10Config(
+        optimizer="adam", weight_decay=1e-4, finder_start_lr=1e-7, finder_end_lr=0.1, label_smoothing=0.0, extra={}
+    )
 
 
 def s10_fast_recipe() -> S10Config:
@@ -583,22 +641,44 @@ def s10_fast_recipe() -> S10Config:
     )  # fmt: skip
 
 
+RECIPES: dict[str, Callable[[], S10Config]] = {
+    "lesson": S10Config,
+    "original": s10_original_recipe,
+    "fast": s10_fast_recipe,
+}
+
+# command-line options that override a field of the chosen recipe when given
+_OVERRIDES = (
+    "epochs", "batch_size", "optimizer", "weight_decay", "max_lr", "finder_end_lr", "finder_iters", "finder_rule",
+    "label_smoothing", "seed", "train_subset", "test_subset",
+)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Run the S10 recipe from the command line; returns the run summary."""
+    """Run an S10 recipe from the command line (or evaluate saved weights); returns the run summary."""
     args = parse_args(argv)
-    if args.recipe == "fast":
-        config = s10_fast_recipe()
-        config.seed, config.train_subset, config.test_subset = args.seed, args.train_subset, args.test_subset
-        if args.epochs != S10Config().epochs:
-            config.epochs = args.epochs
-        return _run_s10(config, args, argv)
-    config = S10Config(
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, weight_decay=args.weight_decay,
-        max_lr=args.max_lr, finder_iters=args.finder_iters, finder_rule=args.finder_rule,
-        label_smoothing=args.label_smoothing, seed=args.seed,
-        train_subset=args.train_subset, test_subset=args.test_subset,
-    )  # fmt: skip
-    return _run_s10(config, args, argv)
+    if args.evaluate:
+        return _evaluate_command(args.evaluate, args.data_dir)
+    return _run_s10(config_from_args(args), args, argv)
+
+
+def config_from_args(args: argparse.Namespace) -> S10Config:
+    """The named recipe with the fields given on the command line replaced."""
+    overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
+    return replace(RECIPES[args.recipe](), **overrides)
+
+
+def _evaluate_command(path: str, data_dir: str | None) -> dict:
+    from .dataset import DataError
+
+    try:
+        result = evaluate_weights(path, data_dir)
+    except (DataError, FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    claimed = json.loads(Path(path).with_suffix(".json").read_text()).get("test_accuracy")
+    print(f"{path}: test accuracy {result['accuracy']:.2f}% on {result['images']:,} images "
+          f"(recorded: {claimed}%), mean loss {result['loss']:.4f}")  # fmt: skip
+    return result
 
 
 def _run_s10(config: S10Config, args: argparse.Namespace, argv: list[str] | None) -> dict:

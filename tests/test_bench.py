@@ -49,3 +49,24 @@ def test_benchmark_quick_runs_and_reports(capsys):
     assert all(record[k] > 0 for k in ("baseline_img_s", "fast_img_s", "tensor_img_s", "eval_img_s"))
     assert 0.3 < record["gmac_per_image"] < 0.45  # about 0.38 GMAC per 32x32 image
     assert any("baseline" in line for line in printed)
+
+
+def test_precision_equivalence_trains_both_paths_on_the_same_batches(tmp_path, capsys):
+    plot = tmp_path / "equivalence.png"
+    results = bench.main(["--equivalence", "6", "--batch-size", "8", "--device", "cpu", "--test-images", "40",
+                          "--plot", str(plot)])  # fmt: skip
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "fp32_losses" not in record and record["steps"] == 6 and record["test_images"] == 40
+    fp32, fast = results["fp32_losses"], results["fast_losses"]
+    assert len(fp32) == len(fast) == 6 and all(np.isfinite(fp32 + fast))
+    # same initial weights and the same first batch: the first losses differ only by the precision
+    assert abs(fp32[0] - fast[0]) < 0.05
+    assert 0 <= record["fp32_test_acc"] <= 100 and 0 <= record["fast_test_acc"] <= 100
+    assert plot.is_file() and plot.stat().st_size > 1000
+
+
+def test_benchmark_images_are_a_random_draw_of_all_classes(cifar10_root, monkeypatch):
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(cifar10_root.parent))
+    images, labels, source = bench._images(200)
+    assert source == "real CIFAR-10" and images.shape == (200, 32, 32, 3)
+    assert len(np.unique(labels)) == 10  # the archive is sorted by class: the first 200 would be one class

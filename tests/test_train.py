@@ -156,3 +156,32 @@ def test_fast_recipe_is_pages_resnet9_recipe():
     assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (8, "sgd", 0.4, 0.2)
     assert config.extra == {"loader": "tensor", "flip_tta": True, "logit_scale": 0.125}
     assert train.s10_model(config).logit_scale == 0.125
+
+
+def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
+    summary = train.main([
+        "--recipe", "fast", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
+        "--weights", str(tmp_path / "w.pt"), "--epochs", "1", "--train-subset", "600", "--test-subset", "100",
+    ])  # fmt: skip
+    assert summary["max_lr"] == 0.4 and "finder" not in summary  # the recipe gives its peak LR
+    record = json.loads((tmp_path / "w.json").read_text())
+    assert record["recipe"]["optimizer"] == "sgd" and record["recipe"]["max_lr_from"] == "given"
+    assert record["recipe"]["augmentation"] == "cifar.dataset.TensorBatches"
+    model, _ = train.load_s10_weights(tmp_path / "w.pt")
+    assert model.logit_scale == 0.125
+
+
+def test_recipes_and_command_line_overrides():
+    lesson, original = train.S10Config(), train.s10_original_recipe()
+    assert (lesson.optimizer, lesson.weight_decay, lesson.label_smoothing) == ("sgd", 5e-4, 0.2)
+    assert (original.optimizer, original.weight_decay, original.label_smoothing) == ("adam", 1e-4, 0.0)
+    assert (original.finder_start_lr, original.finder_end_lr, original.extra) == (1e-7, 0.1, {})
+    assert lesson.epochs == original.epochs == 24 and lesson.pct_start == original.pct_start == 5 / 24
+    assert train.s10_model(lesson).logit_scale == 0.125 and train.s10_model(original).logit_scale == 1.0
+    smoke = train.s10_config(fast=True, recipe="original")
+    assert (smoke.optimizer, smoke.epochs, smoke.train_subset) == ("adam", 2, 640)
+    assert train.config_from_args(train.parse_args([])) == lesson
+    assert train.config_from_args(train.parse_args(["--recipe", "original"])) == original
+    args = train.parse_args(["--recipe", "original", "--epochs", "3", "--label-smoothing", "0.1"])
+    tuned = train.config_from_args(args)
+    assert (tuned.optimizer, tuned.epochs, tuned.label_smoothing, tuned.weight_decay) == ("adam", 3, 0.1, 1e-4)

@@ -176,11 +176,9 @@ def precision_equivalence(
     pipeline, no workers) under a one-cycle Adam schedule over ``steps`` steps; returns the loss
     of every step for both, and both models' accuracy on ``test_images`` real test images.
     """
-    from tqdm import tqdm
-
     from .dataset import test_transforms
     from .scheduler import one_cycle
-    from .train import accuracy_score, evaluate, seed_epoch
+    from .train import accuracy_score, evaluate, seed_epoch, train_one_epoch
 
     device = torch.device(device) if device is not None else get_device()
     images, labels, source = _images(steps * batch_size)
@@ -202,18 +200,9 @@ def precision_equivalence(
         loader = make_loader(train_set, batch_size, train=True, seed=0, num_workers=0)
         seed_epoch(loader, 0)
         loss_fn = nn.CrossEntropyLoss()
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        losses = []
-        model.train()
-        for images_b, labels_b in tqdm(loader, desc=name, total=steps, disable=not progress):
-            images_b = images_b.to(device, memory_format=memory_format)
-            with autocast(device, amp):
-                loss = loss_fn(model(images_b), labels_b.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
+        train = train_one_epoch(model, loader, optimizer, loss_fn, device, schedule, amp, channels_last,
+                                progress=progress, desc=name, max_steps=steps)  # fmt: skip
+        losses = train["losses"]
         test = evaluate(model, make_loader(test_set, 500, train=False), device, amp, channels_last,
                         score_fn=accuracy_score)  # fmt: skip
         results[f"{name}_losses"] = losses

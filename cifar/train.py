@@ -56,12 +56,12 @@ def train_one_epoch(
 ) -> dict:
     """One pass over ``loader``; the scheduler (if any) steps after every batch.
 
-    Returns the mean loss per sample, the mean score (accuracy in % by default), the last LR
-    and the LR of every batch, seconds and images/s. ``grad_clip`` clips each parameter
+    Returns the mean loss per sample, the mean score (accuracy in % by default), the last LR,
+    the LR and the loss of every batch, seconds and images/s. ``grad_clip`` clips each parameter
     gradient's value to [-grad_clip, grad_clip] before the step.
     """
     model.train()
-    loss_sum, score_sum, seen, lrs = 0.0, 0.0, 0, []
+    loss_sum, score_sum, seen, lrs, losses = 0.0, 0.0, 0, [], []
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, disable=not progress, mininterval=2, leave=False, file=sys.stdout)
     for step, (inputs, targets) in enumerate(bar):
@@ -79,7 +79,8 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.item() * len(targets)
+        losses.append(loss.item())
+        loss_sum += losses[-1] * len(targets)
         score_sum += score_fn(outputs.detach().float(), targets).sum().item()
         seen += len(targets)
         lrs.append(lr)
@@ -90,6 +91,7 @@ def train_one_epoch(
         "score": score_sum / max(seen, 1),
         "lr": lrs[-1] if lrs else optimizer.param_groups[0]["lr"],
         "lrs": lrs,
+        "losses": losses,
         "seconds": seconds,
         "images_per_s": seen / seconds if seconds > 0 else 0.0,
     }

@@ -60,6 +60,7 @@ from .train import (
     fit,
     load_s10_weights,
     predict,
+    restore_run,
     s10_config,
     s10_data,
     s10_fast_recipe,

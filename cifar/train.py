@@ -225,12 +225,19 @@ def fit(
                     f"  now:   {config}\nUse another checkpoint_dir or delete {path} to start afresh."
                 )
             model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None and state.get("scheduler") is not None:
-                scheduler.load_state_dict(state["scheduler"])
             history, start_epoch = state["history"], state["epoch"]
             lr_record = state.get("lrs", [])
-            log(f"Resumed from {path.name} after epoch {start_epoch} of {epochs}.")
+            if state.get("optimizer") is not None:
+                optimizer.load_state_dict(state["optimizer"])
+            elif start_epoch < epochs:
+                raise ValueError(f"{path} has no optimizer state (restored from weights): it cannot continue training")
+            if scheduler is not None and state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            if state.get("restored_from"):
+                log(f"Finished run restored from {state['restored_from']}: {start_epoch} of {epochs} epochs trained "
+                    f"by `{state.get('command')}` on {state.get('device')}; nothing left to train.")  # fmt: skip
+            else:
+                log(f"Resumed from {path.name} after epoch {start_epoch} of {epochs}.")
     for epoch in range(start_epoch, epochs):
         seed_epoch(train_loader, seed * 1000 + epoch)
         train = train_one_epoch(
@@ -298,7 +305,9 @@ class S10Config:
     finder_start_lr: float = 1e-5
     finder_end_lr: float = 10.0
     finder_iters: int = 100
-    finder_rule: str = "min/10"  # a tenth of the lowest-loss LR; "steepest" is torch-lr-finder's pick
+    # "steepest" is torch-lr-finder's own suggestion; "min/10" (a tenth of the lowest-loss LR,
+    # fastai's rule for Adam) gave SGD a peak 15x below Page's 0.4 on this network
+    finder_rule: str = "steepest"
     pct_start: float = 5 / 24  # peak LR after epoch 5 of 24
     div_factor: float = 100.0
     final_div_factor: float = 100.0
@@ -441,6 +450,21 @@ def describe_device(device: torch.device) -> str:
     return f"CPU: {name}, {torch.get_num_threads()} threads"
 
 
+def recipe_record(config: S10Config, max_lr: float) -> dict:
+    """The recipe as the weights' provenance JSON records it."""
+    return {
+        "optimizer": config.optimizer, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
+        "max_lr": max_lr,
+        "max_lr_from": "given" if config.max_lr is not None else f"LR range test, rule {config.finder_rule}",
+        "schedule": f"OneCycleLR two-phase linear, peak at epoch {config.pct_start * config.epochs:g} of "
+                    f"{config.epochs}, div_factor {config.div_factor:g}, final_div_factor "
+                    f"{config.final_div_factor:g}, stepped per batch",
+        "label_smoothing": config.label_smoothing, "extra": config.extra,
+        "augmentation": "cifar.dataset.TensorBatches" if config.extra.get("loader") == "tensor"
+                        else "cifar.dataset.train_transforms",
+    }  # fmt: skip
+
+
 def save_weights(
     model: nn.Module,
     path: str | Path,
@@ -467,17 +491,7 @@ def save_weights(
         "mean": list(data.mean),
         "std": list(data.std),
         "epochs": config.epochs,
-        "recipe": {
-            "optimizer": config.optimizer, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
-            "max_lr": max_lr,
-            "max_lr_from": "given" if config.max_lr is not None else f"LR range test, rule {config.finder_rule}",
-            "schedule": f"OneCycleLR two-phase linear, peak at epoch {config.pct_start * config.epochs:g} of "
-                        f"{config.epochs}, div_factor {config.div_factor:g}, final_div_factor "
-                        f"{config.final_div_factor:g}, stepped per batch",
-            "label_smoothing": config.label_smoothing, "extra": config.extra,
-            "augmentation": "cifar.dataset.TensorBatches" if config.extra.get("loader") == "tensor"
-                            else "cifar.dataset.train_transforms",
-        },
+        "recipe": recipe_record(config, max_lr),
         "seed": config.seed,
         "command": summary.get("command"),
         "device": summary.get("device"),
@@ -534,6 +548,52 @@ def evaluate_weights(
     return {"loss": result["loss"], "accuracy": result["score"], "images": len(labels)}
 
 
+def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | None = None) -> Path:
+    """Rebuild a finished run folder from saved weights and their record, without training.
+
+    ``run_dir`` gets what a finished ``python -m cifar.train`` leaves there: a checkpoint (the
+    weights in float32, the run's history, the LR of every batch recomputed from its schedule),
+    ``history.csv``/``.json`` and ``summary.json`` (configuration, peak LR, device, command, time).
+    The notebook and :func:`fit` then find a finished run and go straight to its analysis. The
+    checkpoint holds no optimizer state: it cannot be trained further. ``config`` (default: the
+    lesson's recipe) must be the recipe the record describes; a range test already in
+    ``run_dir`` must have suggested the recorded peak LR.
+    """
+    from .scheduler import lr_trace
+
+    model, record = load_s10_weights(weights)
+    config = config or S10Config()
+    max_lr = record["recipe"]["max_lr"]
+    expected = {"recipe": recipe_record(config, max_lr), "epochs": config.epochs, "seed": config.seed}
+    found = {key: record.get(key) for key in expected}
+    if found != expected:
+        raise ValueError(f"{weights} was trained with another recipe:\n  record: {found}\n  config: {expected}")
+    folder = Path(run_dir)
+    summary = _read_summary(folder)
+    if "max_lr" in summary and summary["max_lr"] != max_lr:
+        raise ValueError(f"the range test in {folder} suggested {summary['max_lr']!r}, the weights were "
+                         f"trained with {max_lr!r}; use another run folder")  # fmt: skip
+    history = record["history"]
+    steps_per_epoch = -(-record["train_images"] // config.batch_size)
+    lrs = lr_trace(max_lr, config.epochs, steps_per_epoch, pct_start=config.pct_start,
+                   div_factor=config.div_factor, final_div_factor=config.final_div_factor).tolist()  # fmt: skip
+    last_lrs = [lrs[(row["epoch"]) * steps_per_epoch - 1] for row in history]
+    if not all(abs(a - row["lr"]) <= 1e-9 * max_lr for a, row in zip(last_lrs, history)):
+        raise ValueError(f"the schedule recomputed for {weights} does not match the LRs of its history")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": model.state_dict(), "optimizer": None, "scheduler": None, "epoch": len(history),
+        "history": history, "lrs": lrs, "config": {**asdict(config), "max_lr": max_lr},
+        "restored_from": Path(weights).name, "command": record["command"], "device": record["device"],
+    }  # fmt: skip
+    save_atomic(state, folder / CHECKPOINT_NAME)
+    save_history(history, folder)
+    _write_summary(folder, config=asdict(config), max_lr=max_lr, device=record["device"], command=record["command"],
+                   epoch_seconds=record["wall_seconds"], history=history, first_epoch_90=record["first_epoch_90"],
+                   restored_from=Path(weights).name)  # fmt: skip
+    return folder
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = S10Config()
     parser = argparse.ArgumentParser(
@@ -567,6 +627,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evaluate", metavar="WEIGHTS", default=None,
                         help="no training: evaluate saved weights (e.g. weights/s10_custom_resnet.pt) on the whole "
                         "test set and compare with the accuracy recorded beside them")  # fmt: skip
+    parser.add_argument("--restore", metavar="WEIGHTS", default=None,
+                        help="no training: rebuild the run folder (--out) of the finished run that wrote WEIGHTS "
+                        "(recipe from --recipe), so that the notebook analyses that run")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -626,8 +689,9 @@ def s10_config(fast: bool = False, recipe: str = "lesson") -> S10Config:
 def s10_original_recipe() -> S10Config:
     """The original course's recipe: Adam (weight decay 1e-4), range test 1e-7 to 0.1, plain logits."""
     return S10Config(
-        optimizer="adam", weight_decay=1e-4, finder_start_lr=1e-7, finder_end_lr=0.1, label_smoothing=0.0, extra={}
-    )
+        optimizer="adam", weight_decay=1e-4, finder_start_lr=1e-7, finder_end_lr=0.1, finder_rule="min/10",
+        label_smoothing=0.0, extra={},
+    )  # fmt: skip
 
 
 def s10_fast_recipe() -> S10Config:
@@ -661,6 +725,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.evaluate:
         return _evaluate_command(args.evaluate, args.data_dir)
+    if args.restore:
+        try:
+            folder = restore_run(args.restore, args.out, config_from_args(args))
+        except (FileNotFoundError, ValueError) as error:
+            sys.exit(f"error: {error}")
+        print(f"{folder}: finished run restored from {args.restore} (no training)")
+        return _read_summary(folder)
     return _run_s10(config_from_args(args), args, argv)
 
 

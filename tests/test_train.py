@@ -176,6 +176,7 @@ def test_recipes_and_command_line_overrides():
     assert (lesson.optimizer, lesson.weight_decay, lesson.label_smoothing) == ("sgd", 5e-4, 0.2)
     assert (original.optimizer, original.weight_decay, original.label_smoothing) == ("adam", 1e-4, 0.0)
     assert (original.finder_start_lr, original.finder_end_lr, original.extra) == (1e-7, 0.1, {})
+    assert (lesson.finder_rule, original.finder_rule) == ("steepest", "min/10")
     assert lesson.epochs == original.epochs == 24 and lesson.pct_start == original.pct_start == 5 / 24
     assert train.s10_model(lesson).logit_scale == 0.125 and train.s10_model(original).logit_scale == 1.0
     smoke = train.s10_config(fast=True, recipe="original")
@@ -185,3 +186,52 @@ def test_recipes_and_command_line_overrides():
     args = train.parse_args(["--recipe", "original", "--epochs", "3", "--label-smoothing", "0.1"])
     tuned = train.config_from_args(args)
     assert (tuned.optimizer, tuned.epochs, tuned.label_smoothing, tuned.weight_decay) == ("adam", 3, 0.1, 1e-4)
+
+
+class _NeverIterated:
+    """A loader of ``n`` batches that fails the test if anything iterates it."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        raise AssertionError("a finished run was trained again")
+
+
+def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path):
+    from types import SimpleNamespace
+
+    args = ["--recipe", "fast", "--data-dir", str(cifar10_root), "--epochs", "2", "--batch-size", "128",
+            "--train-subset", "600",
+            "--test-subset", "100"]  # fmt: skip
+    train.main([*args, "--out", str(tmp_path / "run"), "--weights", str(tmp_path / "w.pt")])
+    summary = train.main([*args, "--out", str(tmp_path / "restored"), "--restore", str(tmp_path / "w.pt")])
+    original = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    restored = torch.load(tmp_path / "restored" / "checkpoint.pt", weights_only=False)
+    assert restored["lrs"] == original["lrs"] and len(restored["lrs"]) == 2 * 5  # recomputed, batch by batch
+    assert restored["history"] == original["history"] and restored["config"] == original["config"]
+    assert restored["optimizer"] is None and restored["epoch"] == 2
+    assert summary["max_lr"] == 0.4 and summary["restored_from"] == "w.pt" and summary["history"] == original["history"]
+    assert (tmp_path / "restored" / "history.csv").is_file()
+
+    # the notebook's training cell finds the run finished: nothing is trained, the model holds the saved weights
+    config = train.config_from_args(train.parse_args(args))
+    model, logs = train.s10_model(config), []
+    data = SimpleNamespace(train_loader=_NeverIterated(5), test_loader=None)
+    result = train.s10_fit(model, data, config, 0.4, torch.device("cpu"), tmp_path / "restored", log=logs.append)
+    assert result.history == original["history"] and result.lrs == original["lrs"]
+    assert "restored from w.pt" in logs[0] and "nothing left to train" in logs[0]
+    saved, _ = train.load_s10_weights(tmp_path / "w.pt")
+    for name, value in saved.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
+
+    # it cannot be trained further, and it is refused for another recipe
+    optimizer = make_optimizer("sgd", model.parameters(), 0.01)
+    with pytest.raises(ValueError, match="cannot continue training"):
+        train.fit(model, data.train_loader, None, optimizer, None, 3, torch.device("cpu"),
+                  checkpoint_dir=tmp_path / "restored", log=lambda *_: None)  # fmt: skip
+    with pytest.raises(SystemExit, match="another recipe"):
+        train.main(["--restore", str(tmp_path / "w.pt"), "--out", str(tmp_path / "other")])

@@ -556,8 +556,9 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
     ``history.csv``/``.json`` and ``summary.json`` (configuration, peak LR, device, command, time).
     The notebook and :func:`fit` then find a finished run and go straight to its analysis. The
     checkpoint holds no optimizer state: it cannot be trained further. ``config`` (default: the
-    lesson's recipe) must be the recipe the record describes; a range test already in
-    ``run_dir`` must have suggested the recorded peak LR.
+    lesson's recipe) must be the recipe the record describes. A range test of that recipe already
+    run in ``run_dir`` (on another machine, say) is kept for its plot, its suggestion as
+    ``rerun_max_lr``; the peak LR becomes the recorded one.
     """
     from .scheduler import lr_trace
 
@@ -570,9 +571,11 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
         raise ValueError(f"{weights} was trained with another recipe:\n  record: {found}\n  config: {expected}")
     folder = Path(run_dir)
     summary = _read_summary(folder)
-    if "max_lr" in summary and summary["max_lr"] != max_lr:
-        raise ValueError(f"the range test in {folder} suggested {summary['max_lr']!r}, the weights were "
-                         f"trained with {max_lr!r}; use another run folder")  # fmt: skip
+    if (folder / CHECKPOINT_NAME).is_file() and "restored_from" not in summary:
+        raise ValueError(f"{folder} holds a run's own checkpoint; restore into another run folder")
+    if summary and summary.get("config") != asdict(config):
+        raise ValueError(f"{folder} holds a run of another configuration; use another run folder")
+    rerun = {"rerun_max_lr": summary["max_lr"]} if summary.get("max_lr", max_lr) != max_lr else {}
     history = record["history"]
     steps_per_epoch = -(-record["train_images"] // config.batch_size)
     lrs = lr_trace(max_lr, config.epochs, steps_per_epoch, pct_start=config.pct_start,
@@ -590,7 +593,7 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
     save_history(history, folder)
     _write_summary(folder, config=asdict(config), max_lr=max_lr, device=record["device"], command=record["command"],
                    epoch_seconds=record["wall_seconds"], history=history, first_epoch_90=record["first_epoch_90"],
-                   restored_from=Path(weights).name)  # fmt: skip
+                   restored_from=Path(weights).name, **rerun)  # fmt: skip
     return folder
 
 
@@ -652,7 +655,9 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
 
     ``config.max_lr`` when given; otherwise the LR range test's suggestion. The test runs once
     per run folder: its suggestion and plot are saved there and reused when the run resumes,
-    so a resumed run keeps exactly the schedule it started with.
+    so a resumed run keeps exactly the schedule it started with. A folder rebuilt by
+    :func:`restore_run` gives the peak LR recorded with the weights, and says where its plot
+    (if any) comes from.
     """
     import matplotlib.pyplot as plt
 
@@ -660,13 +665,21 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
         return config.max_lr, None
     summary = _read_summary(run_dir)
     plot_path = None if run_dir is None else Path(run_dir) / "lr_finder.png"
-    if "max_lr" in summary and plot_path.is_file():
+    if "max_lr" in summary and (plot_path.is_file() or "restored_from" in summary):
         if summary.get("config") != asdict(config):
             raise ValueError(f"{run_dir} holds a run of another configuration; use another run folder.")
-        figure, ax = plt.subplots(figsize=(6, 4))
-        ax.imshow(plt.imread(plot_path))
-        ax.axis("off")
-        plt.close(figure)
+        figure = None
+        if plot_path.is_file():
+            figure, ax = plt.subplots(figsize=(6, 4))
+            ax.imshow(plt.imread(plot_path))
+            ax.axis("off")
+            plt.close(figure)
+        if "restored_from" in summary:
+            plot = ("no range-test plot was kept" if figure is None else
+                    f"the plot is a range test re-run in this folder, which suggests {summary['rerun_max_lr']:.3e}"
+                    if "rerun_max_lr" in summary else "the plot is that run's range test")  # fmt: skip
+            print(f"peak LR {summary['max_lr']:.3e} from the range test of the run that wrote "
+                  f"{summary['restored_from']} ({summary.get('device')}); {plot}")  # fmt: skip
         return summary["max_lr"], figure
     result = s10_find_lr(model, data, config, device)
     if plot_path is not None:

@@ -201,37 +201,51 @@ class _NeverIterated:
         raise AssertionError("a finished run was trained again")
 
 
-def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path):
+def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path, capsys):
+    import shutil
     from types import SimpleNamespace
 
-    args = ["--recipe", "fast", "--data-dir", str(cifar10_root), "--epochs", "2", "--batch-size", "128",
-            "--train-subset", "600",
-            "--test-subset", "100"]  # fmt: skip
+    args = ["--data-dir", str(cifar10_root), "--epochs", "2", "--batch-size", "64", "--finder-iters", "10",
+            "--train-subset", "600", "--test-subset", "100"]  # fmt: skip
     train.main([*args, "--out", str(tmp_path / "run"), "--weights", str(tmp_path / "w.pt")])
     summary = train.main([*args, "--out", str(tmp_path / "restored"), "--restore", str(tmp_path / "w.pt")])
     original = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     restored = torch.load(tmp_path / "restored" / "checkpoint.pt", weights_only=False)
-    assert restored["lrs"] == original["lrs"] and len(restored["lrs"]) == 2 * 5  # recomputed, batch by batch
+    assert restored["lrs"] == original["lrs"] and len(restored["lrs"]) == 2 * 10  # recomputed, batch by batch
     assert restored["history"] == original["history"] and restored["config"] == original["config"]
     assert restored["optimizer"] is None and restored["epoch"] == 2
-    assert summary["max_lr"] == 0.4 and summary["restored_from"] == "w.pt" and summary["history"] == original["history"]
-    assert (tmp_path / "restored" / "history.csv").is_file()
+    assert summary["max_lr"] == original["config"]["max_lr"] and summary["restored_from"] == "w.pt"
+    assert summary["history"] == original["history"] and (tmp_path / "restored" / "history.csv").is_file()
 
-    # the notebook's training cell finds the run finished: nothing is trained, the model holds the saved weights
+    # the notebook's cells find the run finished: the recorded peak LR, nothing trained, the saved weights
     config = train.config_from_args(train.parse_args(args))
     model, logs = train.s10_model(config), []
-    data = SimpleNamespace(train_loader=_NeverIterated(5), test_loader=None)
-    result = train.s10_fit(model, data, config, 0.4, torch.device("cpu"), tmp_path / "restored", log=logs.append)
+    data = SimpleNamespace(train_loader=_NeverIterated(10), test_loader=None)
+    capsys.readouterr()
+    max_lr, figure = train.s10_max_lr(model, data, config, torch.device("cpu"), tmp_path / "restored")
+    assert max_lr == summary["max_lr"] and figure is None and "no range-test plot" in capsys.readouterr().out
+    result = train.s10_fit(model, data, config, max_lr, torch.device("cpu"), tmp_path / "restored", log=logs.append)
     assert result.history == original["history"] and result.lrs == original["lrs"]
     assert "restored from w.pt" in logs[0] and "nothing left to train" in logs[0]
     saved, _ = train.load_s10_weights(tmp_path / "w.pt")
     for name, value in saved.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
 
-    # it cannot be trained further, and it is refused for another recipe
+    # a range test re-run elsewhere keeps its plot and suggestion, but the peak LR stays the recorded one
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    shutil.copy(tmp_path / "run" / "lr_finder.png", rerun)
+    (rerun / "summary.json").write_text(json.dumps({"config": summary["config"], "max_lr": 2 * max_lr}))
+    train.restore_run(tmp_path / "w.pt", rerun, config)
+    assert train.s10_max_lr(model, data, config, torch.device("cpu"), rerun)[0] == max_lr
+    assert f"re-run in this folder, which suggests {2 * max_lr:.3e}" in capsys.readouterr().out
+
+    # it cannot be trained further, it does not overwrite a real run, and it refuses another recipe
     optimizer = make_optimizer("sgd", model.parameters(), 0.01)
     with pytest.raises(ValueError, match="cannot continue training"):
         train.fit(model, data.train_loader, None, optimizer, None, 3, torch.device("cpu"),
                   checkpoint_dir=tmp_path / "restored", log=lambda *_: None)  # fmt: skip
+    with pytest.raises(ValueError, match="own checkpoint"):
+        train.restore_run(tmp_path / "w.pt", tmp_path / "run", config)
     with pytest.raises(SystemExit, match="another recipe"):
-        train.main(["--restore", str(tmp_path / "w.pt"), "--out", str(tmp_path / "other")])
+        train.main(["--restore", str(tmp_path / "w.pt"), "--recipe", "fast", "--out", str(tmp_path / "other")])

@@ -580,7 +580,7 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
     steps_per_epoch = -(-record["train_images"] // config.batch_size)
     lrs = lr_trace(max_lr, config.epochs, steps_per_epoch, pct_start=config.pct_start,
                    div_factor=config.div_factor, final_div_factor=config.final_div_factor).tolist()  # fmt: skip
-    last_lrs = [lrs[(row["epoch"]) * steps_per_epoch - 1] for row in history]
+    last_lrs = [lrs[row["epoch"] * steps_per_epoch - 1] for row in history]
     if not all(abs(a - row["lr"]) <= 1e-9 * max_lr for a, row in zip(last_lrs, history)):
         raise ValueError(f"the schedule recomputed for {weights} does not match the LRs of its history")
     folder.mkdir(parents=True, exist_ok=True)
@@ -675,9 +675,12 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
             ax.axis("off")
             plt.close(figure)
         if "restored_from" in summary:
-            plot = ("no range-test plot was kept" if figure is None else
-                    f"the plot is a range test re-run in this folder, which suggests {summary['rerun_max_lr']:.3e}"
-                    if "rerun_max_lr" in summary else "the plot is that run's range test")  # fmt: skip
+            if figure is None:
+                plot = "no range-test plot was kept"
+            elif "rerun_max_lr" in summary:
+                plot = f"the plot is a range test re-run in this folder, which suggests {summary['rerun_max_lr']:.3e}"
+            else:
+                plot = "the plot is that run's range test"
             print(f"peak LR {summary['max_lr']:.3e} from the range test of the run that wrote "
                   f"{summary['restored_from']} ({summary.get('device')}); {plot}")  # fmt: skip
         return summary["max_lr"], figure

@@ -148,7 +148,7 @@ def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False,
     def tensor_batches() -> Iterator:
         return iter(TensorBatches(images, labels, batch_size, MEAN, STD, train=True, device=device))
 
-    results = {"device": describe_device(device), "autocast": str(amp).replace("torch.", ""),
+    results = {"device": describe_device(device), "autocast": str(amp or "none (fp32)").replace("torch.", ""),
                "batch_size": batch_size, "warmup": warmup, "repeats": repeats, "data": source}  # fmt: skip
     results["baseline_img_s"] = time_training(loader(workers), device, None, False, warmup, repeats)
     results["fast_img_s"] = time_training(loader(None), device, amp, True, warmup, repeats)
@@ -239,9 +239,11 @@ def plot_equivalence(results: dict, window: int = 10):
 
 def format_table(results: dict) -> str:
     """The measurements as a plain-text table."""
+    fp32 = results["autocast"].startswith("none")  # a CPU without native bf16 trains in fp32
+    precision = "fp32 (no autocast)" if fp32 else f"{results['autocast']} autocast"
     rows = [
         ("baseline: fp32, NCHW, albumentations DataLoader (workers)", results["baseline_img_s"]),
-        (f"default: {results['autocast']} autocast, channels-last, albumentations", results["fast_img_s"]),
+        (f"default: {precision}, channels-last, albumentations", results["fast_img_s"]),
         ("tensor: default + whole-batch augmentation on the device", results["tensor_img_s"]),
     ]
     if "compile_img_s" in results:
@@ -254,7 +256,7 @@ def format_table(results: dict) -> str:
     lines.append(
         f"best training path reaches {results['reached_tflops']:.2f} TFLOP/s "
         f"({results['gmac_per_image']:.2f} GMAC/image forward, x6 per trained image) of a "
-        f"{results['bound_tflops']:.2f} TFLOP/s {results['autocast']} matmul bound: "
+        f"{results['bound_tflops']:.2f} TFLOP/s {'float32' if fp32 else results['autocast']} matmul bound: "
         f"{100 * results['fraction_of_bound']:.0f}%"
     )
     return "\n".join(lines)

@@ -70,3 +70,15 @@ def test_benchmark_images_are_a_random_draw_of_all_classes(cifar10_root, monkeyp
     images, labels, source = bench._images(200)
     assert source == "real CIFAR-10" and images.shape == (200, 32, 32, 3)
     assert len(np.unique(labels)) == 10  # the archive is sorted by class: the first 200 would be one class
+
+
+def test_table_names_the_precision_each_path_used():
+    results = {"device": "CPU", "batch_size": 8, "baseline_img_s": 10.0, "fast_img_s": 20.0, "tensor_img_s": 20.0,
+               "eval_img_s": 50.0, "reached_tflops": 0.1, "gmac_per_image": 0.38, "bound_tflops": 0.2,
+               "fraction_of_bound": 0.5}  # fmt: skip
+    with_bf16 = bench.format_table({**results, "autocast": "bfloat16"})
+    assert "default: bfloat16 autocast, channels-last" in with_bf16
+    assert "0.20 TFLOP/s bfloat16 matmul bound" in with_bf16
+    without = bench.format_table({**results, "autocast": "none (fp32)"})  # a CPU without native bf16
+    assert "default: fp32 (no autocast), channels-last" in without and "0.20 TFLOP/s float32 matmul bound" in without
+    assert "None" not in without and "2.00x" in without

@@ -193,18 +193,23 @@ def fit(
     score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
     score_name: str = "acc",
     flip_tta: bool = False,
+    eval_every: int = 1,
     log=print,
 ) -> FitResult:
     """Train for ``epochs`` epochs, evaluating after each; returns the history and per-batch LRs.
 
     The history has ``train_loss``, ``test_loss`` and ``train_<score_name>``,
     ``test_<score_name>`` (accuracy in % by default; e.g. mean IoU for box regression).
+    ``eval_every=n`` evaluates only after every n-th epoch and after the last one (to save time
+    in a short recipe); the test columns of the other epochs are None.
 
     With ``checkpoint_dir`` the model, optimizer, scheduler and history are saved atomically
     after every epoch, and a later call with the same directory and ``config`` resumes
     after the last finished epoch (an interrupted run loses at most one epoch).
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss()
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be at least 1, got {eval_every}")
     if amp_dtype == "auto":
         amp_dtype = autocast_dtype(device)
     model.to(device)
@@ -246,7 +251,11 @@ def fit(
             score_fn=score_fn,
         )  # fmt: skip
         started = time.perf_counter()
-        test = evaluate(model, test_loader, device, amp_dtype, channels_last, loss_fn, score_fn, flip_tta)
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+            test = evaluate(model, test_loader, device, amp_dtype, channels_last, loss_fn, score_fn, flip_tta)
+            tested = f"test loss {test['loss']:.4f} {score_name} {test['score']:.2f}"
+        else:
+            test, tested = {"loss": None, "score": None}, "(not tested)"
         row = {
             "epoch": epoch + 1,
             "train_loss": train["loss"],
@@ -262,7 +271,7 @@ def fit(
         history.append(row)
         log(
             f"epoch {row['epoch']:>2}/{epochs}  train loss {train['loss']:.4f} {score_name} {train['score']:.2f}  "
-            f"test loss {test['loss']:.4f} {score_name} {test['score']:.2f}  lr {row['lr']:.2e}  "
+            f"{tested}  lr {row['lr']:.2e}  "
             f"{row['seconds']:.0f}s ({row['images_per_s']:.0f} img/s)"
         )
         if folder is not None:
@@ -281,8 +290,9 @@ def fit(
 
 
 def first_epoch_reaching(history: list[dict], accuracy: float) -> int | None:
-    """First epoch whose test accuracy is at least ``accuracy`` (%), or None."""
-    return next((row["epoch"] for row in history if row["test_acc"] >= accuracy), None)
+    """First tested epoch whose test accuracy is at least ``accuracy`` (%), or None."""
+    tested = (row for row in history if row["test_acc"] is not None)
+    return next((row["epoch"] for row in tested if row["test_acc"] >= accuracy), None)
 
 
 # ----------------------------------------------------------------------------- the S10 recipe
@@ -314,6 +324,7 @@ class S10Config:
     label_smoothing: float = 0.2
     dropout: float = 0.0
     seed: int = 1
+    eval_every: int = 1  # test after every n-th epoch and after the last (see fit)
     train_subset: int | None = None
     test_subset: int | None = None
     # {"logit_scale": 0.125} multiplies the logits by 1/8 (CustomResNet(logit_scale=...));
@@ -431,7 +442,7 @@ def s10_fit(
         model, data.train_loader, data.test_loader, optimizer, schedule, config.epochs, device,
         loss_fn=s10_loss(config), seed=config.seed, checkpoint_dir=checkpoint_dir, config=run_config,
         progress=progress, max_steps_per_epoch=max_steps_per_epoch, flip_tta=config.extra.get("flip_tta", False),
-        log=log,
+        eval_every=config.eval_every, log=log,
     )  # fmt: skip
 
 
@@ -611,7 +622,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", default="weights/s10_custom_resnet.pt", help="where to write the final weights")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="lesson",
                         help="lesson: the lesson's recipe (Nesterov SGD, LR from the range test, 24 epochs); "
-                        "original: the original course's Adam recipe; fast: s10_fast_recipe() (8 epochs). "
+                        "original: the original course's Adam recipe; fast: s10_fast_recipe() (10 epochs). "
                         "The options below override single fields of it")  # fmt: skip
     parser.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
     parser.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
@@ -624,6 +635,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"how the range test picks the peak LR (default {defaults.finder_rule})")  # fmt: skip
     parser.add_argument("--label-smoothing", type=float, help=f"default {defaults.label_smoothing}")
     parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
+    parser.add_argument("--eval-every", type=int, help="test after every n-th epoch and the last "
+                        f"(default {defaults.eval_every})")  # fmt: skip
     parser.add_argument("--train-subset", type=int, help="train on a class-balanced subset")
     parser.add_argument("--test-subset", type=int, help="test on a class-balanced subset")
     parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch (smoke tests)")
@@ -713,12 +726,13 @@ def s10_original_recipe() -> S10Config:
 def s10_fast_recipe() -> S10Config:
     """Fewer epochs to 90%+: David Page's ResNet-9 recipe on the same network.
 
-    Nesterov SGD peaking at 0.4 after a quarter of 8 epochs, weight decay 5e-4, label
+    Nesterov SGD peaking at 0.4 after a quarter of 10 epochs, weight decay 5e-4, label
     smoothing 0.2, logits scaled by 1/8, whole-batch augmentation on the device (crop, flip,
-    cut-out), and flip test-time augmentation.
+    cut-out), and flip test-time augmentation, tested after epochs 5 and 10 only. (8 epochs
+    reached 89.11% with a train accuracy of 90.39%: too short a schedule.)
     """
     return S10Config(
-        epochs=8, optimizer="sgd", max_lr=0.4, weight_decay=5e-4, label_smoothing=0.2, pct_start=0.25,
+        epochs=10, eval_every=5, optimizer="sgd", max_lr=0.4, weight_decay=5e-4, label_smoothing=0.2, pct_start=0.25,
         div_factor=20.0, final_div_factor=200.0, extra={"loader": "tensor", "flip_tta": True, "logit_scale": 0.125},
     )  # fmt: skip
 
@@ -732,7 +746,7 @@ RECIPES: dict[str, Callable[[], S10Config]] = {
 # command-line options that override a field of the chosen recipe when given
 _OVERRIDES = (
     "epochs", "batch_size", "optimizer", "weight_decay", "max_lr", "finder_end_lr", "finder_iters", "finder_rule",
-    "label_smoothing", "seed", "train_subset", "test_subset",
+    "label_smoothing", "seed", "eval_every", "train_subset", "test_subset",
 )  # fmt: skip
 
 
@@ -786,7 +800,10 @@ def _run_s10(config: S10Config, args: argparse.Namespace, argv: list[str] | None
     max_lr, _ = s10_max_lr(model, data, config, device, out)
     print(f"one-cycle peak LR {max_lr:.3e}")
     command = "python -m cifar.train " + " ".join(argv if argv is not None else sys.argv[1:])
-    _write_summary(out, config=asdict(config), max_lr=max_lr, device=describe_device(device), command=command.strip())
+    device_name, previous = describe_device(device), _read_summary(out).get("device")
+    if previous and (out / CHECKPOINT_NAME).is_file():  # a resumed run keeps naming where it began
+        device_name = previous if previous.endswith(device_name) else f"{previous}, resumed on {device_name}"
+    _write_summary(out, config=asdict(config), max_lr=max_lr, device=device_name, command=command.strip())
     result = s10_fit(model, data, config, max_lr, device, out, max_steps_per_epoch=args.max_steps)
     history = result.history
     # time of the epochs themselves (training + test evaluation), summed from the history, so that

@@ -109,8 +109,9 @@ def plot_history(history: list[dict], score_name: str = "acc", score_label: str 
     epochs = [row["epoch"] for row in history]
     figure, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for split in ("train", "test"):
-        ax_loss.plot(epochs, [row[f"{split}_loss"] for row in history], marker=".", label=split)
-        ax_acc.plot(epochs, [row[f"{split}_{score_name}"] for row in history], marker=".", label=split)
+        for ax, column in ((ax_loss, f"{split}_loss"), (ax_acc, f"{split}_{score_name}")):
+            values = [row[column] for row in history]  # None: an epoch without a test (fit's eval_every)
+            ax.plot(epochs, [float("nan") if v is None else v for v in values], marker=".", label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss (mean per image)", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel=score_label, title=score_label.split(" (")[0].capitalize())
     if target is not None:

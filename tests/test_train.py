@@ -78,6 +78,29 @@ def test_history_rows_and_true_mean_test_loss(tmp_path):
     assert row["test_acc"] == pytest.approx(100 * (logits.argmax(1) == labels).float().mean().item())
 
 
+def test_eval_every_tests_every_nth_epoch_and_the_last():
+    from cifar.utils import plot_history
+
+    def run(eval_every: int):
+        seed_everything(0)
+        model, (train_loader, test_loader) = Tiny(), _loaders()
+        optimizer = make_optimizer("sgd", model.parameters(), 0.01)
+        return train.fit(model, train_loader, test_loader, optimizer, None, 5, torch.device("cpu"), seed=5,
+                         progress=False, eval_every=eval_every, log=lambda *_: None)  # fmt: skip
+
+    result, every_epoch = run(2), run(1)
+    tested = [row["epoch"] for row in result.history if row["test_acc"] is not None]
+    assert tested == [2, 4, 5] and all(row["test_loss"] is None for row in result.history if row["epoch"] in (1, 3))
+    assert [row["test_acc"] for row in every_epoch.history if row["epoch"] in tested] == [
+        row["test_acc"] for row in result.history if row["epoch"] in tested
+    ]  # skipping a test leaves the training unchanged
+    assert [row["train_loss"] for row in result.history] == [row["train_loss"] for row in every_epoch.history]
+    assert train.first_epoch_reaching(result.history, 0.0) == 2  # an untested epoch reaches nothing
+    plot_history(result.history)  # untested epochs are gaps in the plot, not an error
+    with pytest.raises(ValueError, match="eval_every"):
+        train.fit(Tiny(), None, None, None, None, 1, torch.device("cpu"), eval_every=0)
+
+
 def test_one_cycle_peaks_at_epoch_5_of_24():
     lrs = lr_trace(0.01, epochs=24, steps_per_epoch=10)
     assert len(lrs) == 240
@@ -153,7 +176,8 @@ def test_flip_test_time_augmentation_averages_both_views():
 
 def test_fast_recipe_is_pages_resnet9_recipe():
     config = train.s10_fast_recipe()
-    assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (8, "sgd", 0.4, 0.2)
+    assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (10, "sgd", 0.4, 0.2)
+    assert config.eval_every == 5 and train.S10Config().eval_every == 1  # the lesson tests every epoch
     assert config.extra == {"loader": "tensor", "flip_tta": True, "logit_scale": 0.125}
     assert train.s10_model(config).logit_scale == 0.125
 
@@ -169,6 +193,18 @@ def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
     assert record["recipe"]["augmentation"] == "cifar.dataset.TensorBatches"
     model, _ = train.load_s10_weights(tmp_path / "w.pt")
     assert model.logit_scale == 0.125
+
+    # a run resumed on another machine says so: its timings mix two machines
+    here = summary["device"]
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({**saved, "device": "CPU: another machine"}))
+    for _ in range(2):  # resuming twice on this machine names it once
+        resumed = train.main([
+            "--recipe", "fast", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
+            "--weights", str(tmp_path / "w.pt"), "--epochs", "1", "--train-subset", "600", "--test-subset", "100",
+        ])  # fmt: skip
+        assert resumed["device"] == f"CPU: another machine, resumed on {here}"
+    assert json.loads((tmp_path / "w.json").read_text())["device"] == resumed["device"]
 
 
 def test_recipes_and_command_line_overrides():

@@ -72,8 +72,13 @@ def time_training(
     warmup: int,
     repeats: int,
     compile_model: bool = False,
-) -> float:
-    """Median images/s of whole training steps (the wait for the batch included)."""
+) -> dict[str, float]:
+    """Median images/s of whole training steps (the wait for the batch included), and the median
+    milliseconds per step spent waiting for the batch on the device (``data_ms``: loading,
+    augmentation, copy) and computing (``step_ms``: forward, backward, optimizer).
+
+    ``data_ms`` near zero means the data pipeline keeps the device busy.
+    """
     seed_everything(0)
     model = CustomResNet().to(device)
     if channels_last:
@@ -83,7 +88,7 @@ def time_training(
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     iterator = batches()
-    rates = []
+    rates, data_ms, step_ms = [], [], []
     for step in range(warmup + repeats):
         _synchronize(device)
         start = time.perf_counter()
@@ -91,6 +96,8 @@ def time_training(
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
+        _synchronize(device)
+        loaded = time.perf_counter()
         with autocast(device, amp_dtype):
             loss = loss_fn(step_model(images), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -98,8 +105,12 @@ def time_training(
         optimizer.step()
         _synchronize(device)
         if step >= warmup:
-            rates.append(len(labels) / (time.perf_counter() - start))
-    return statistics.median(rates)
+            end = time.perf_counter()
+            rates.append(len(labels) / (end - start))
+            data_ms.append(1000 * (loaded - start))
+            step_ms.append(1000 * (end - loaded))
+    return {"img_s": statistics.median(rates), "data_ms": statistics.median(data_ms),
+            "step_ms": statistics.median(step_ms)}  # fmt: skip
 
 
 @torch.no_grad()
@@ -150,11 +161,15 @@ def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False,
 
     results = {"device": describe_device(device), "autocast": str(amp or "none (fp32)").replace("torch.", ""),
                "batch_size": batch_size, "warmup": warmup, "repeats": repeats, "data": source}  # fmt: skip
-    results["baseline_img_s"] = time_training(loader(workers), device, None, False, warmup, repeats)
-    results["fast_img_s"] = time_training(loader(None), device, amp, True, warmup, repeats)
-    results["tensor_img_s"] = time_training(tensor_batches, device, amp, True, warmup, repeats)
+    paths = {
+        "baseline": lambda: time_training(loader(workers), device, None, False, warmup, repeats),
+        "fast": lambda: time_training(loader(None), device, amp, True, warmup, repeats),
+        "tensor": lambda: time_training(tensor_batches, device, amp, True, warmup, repeats),
+    }
     if compile_model:
-        results["compile_img_s"] = time_training(loader(None), device, amp, True, warmup + 1, repeats, True)
+        paths["compile"] = lambda: time_training(loader(None), device, amp, True, warmup + 1, repeats, True)
+    for name, measure in paths.items():
+        results.update({f"{name}_{key}": value for key, value in measure().items()})
     results["speedup"] = results["fast_img_s"] / results["baseline_img_s"]
     results["eval_img_s"] = time_inference(device, amp, batch_size, warmup, repeats)
     macs = forward_macs(CustomResNet())
@@ -242,17 +257,21 @@ def format_table(results: dict) -> str:
     fp32 = results["autocast"].startswith("none")  # a CPU without native bf16 trains in fp32
     precision = "fp32 (no autocast)" if fp32 else f"{results['autocast']} autocast"
     rows = [
-        ("baseline: fp32, NCHW, albumentations DataLoader (workers)", results["baseline_img_s"]),
-        (f"default: {precision}, channels-last, albumentations", results["fast_img_s"]),
-        ("tensor: default + whole-batch augmentation on the device", results["tensor_img_s"]),
+        ("baseline", "baseline: fp32, NCHW, albumentations DataLoader (workers)"),
+        ("fast", f"default: {precision}, channels-last, albumentations"),
+        ("tensor", "tensor: default + whole-batch augmentation on the device"),
     ]
     if "compile_img_s" in results:
-        rows.append(("compile: default + torch.compile", results["compile_img_s"]))
-    rows.append(("inference (eval, fast path)", results["eval_img_s"]))
+        rows.append(("compile", "compile: default + torch.compile"))
+    rows.append(("eval", "inference (eval, fast path)"))
     lines = [f"S10 CustomResNet training step, batch {results['batch_size']}, {results['device']}",
-             f"{'path':<62}{'images/s':>10}{'vs baseline':>13}"]  # fmt: skip
-    for name, value in rows:
-        lines.append(f"{name:<62}{value:>10.0f}{value / results['baseline_img_s']:>12.2f}x")
+             f"{'path':<62}{'images/s':>10}{'vs baseline':>13}{'data ms':>9}{'step ms':>9}"]  # fmt: skip
+    for key, name in rows:
+        value = results[f"{key}_img_s"]
+        times = f"{results[f'{key}_data_ms']:>9.0f}{results[f'{key}_step_ms']:>9.0f}" if key != "eval" else ""
+        lines.append(f"{name:<62}{value:>10.0f}{value / results['baseline_img_s']:>12.2f}x{times}")
+    lines.append("data ms: median wait per step for the batch on the device (0: the data pipeline keeps up); "
+                 "step ms: forward, backward, optimizer")  # fmt: skip
     lines.append(
         f"best training path reaches {results['reached_tflops']:.2f} TFLOP/s "
         f"({results['gmac_per_image']:.2f} GMAC/image forward, x6 per trained image) of a "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from cifar import bench
@@ -49,6 +50,10 @@ def test_benchmark_quick_runs_and_reports(capsys):
     assert all(record[k] > 0 for k in ("baseline_img_s", "fast_img_s", "tensor_img_s", "eval_img_s"))
     assert 0.3 < record["gmac_per_image"] < 0.45  # about 0.38 GMAC per 32x32 image
     assert any("baseline" in line for line in printed)
+    for path in ("baseline", "fast", "tensor"):  # one timed step: its wait for data and its compute make its rate
+        data_ms, step_ms = results[f"{path}_data_ms"], results[f"{path}_step_ms"]
+        assert data_ms >= 0 and step_ms > 0
+        assert results[f"{path}_img_s"] == pytest.approx(16 / ((data_ms + step_ms) / 1000), rel=1e-6)
 
 
 def test_precision_equivalence_trains_both_paths_on_the_same_batches(tmp_path, capsys):
@@ -76,9 +81,11 @@ def test_table_names_the_precision_each_path_used():
     results = {"device": "CPU", "batch_size": 8, "baseline_img_s": 10.0, "fast_img_s": 20.0, "tensor_img_s": 20.0,
                "eval_img_s": 50.0, "reached_tflops": 0.1, "gmac_per_image": 0.38, "bound_tflops": 0.2,
                "fraction_of_bound": 0.5}  # fmt: skip
+    results.update({f"{path}_{key}": 1.0 for path in ("baseline", "fast", "tensor") for key in ("data_ms", "step_ms")})
     with_bf16 = bench.format_table({**results, "autocast": "bfloat16"})
     assert "default: bfloat16 autocast, channels-last" in with_bf16
     assert "0.20 TFLOP/s bfloat16 matmul bound" in with_bf16
     without = bench.format_table({**results, "autocast": "none (fp32)"})  # a CPU without native bf16
     assert "default: fp32 (no autocast), channels-last" in without and "0.20 TFLOP/s float32 matmul bound" in without
     assert "None" not in without and "2.00x" in without
+    assert "data ms" in without.splitlines()[1] and "keeps up" in without

@@ -1,7 +1,8 @@
 """Training and evaluation: one epoch, a resumable ``fit``, and the S10 recipe.
 
 ``python -m cifar.train`` runs the S10 lesson's recipe end to end (LR range test, one-cycle
-Adam for 24 epochs, checkpoints every epoch, history, figures, weights + provenance JSON).
+Nesterov SGD for 24 epochs, checkpoints after every epoch and every 5 minutes within one,
+history, figures, weights + provenance JSON).
 """
 
 from __future__ import annotations
@@ -34,6 +35,20 @@ def _to_device(inputs: torch.Tensor, targets: torch.Tensor, device: torch.device
     return inputs, targets.to(device, non_blocking=True)
 
 
+def rng_states(device: torch.device) -> dict:
+    """The global random states that training draws from (dropout, say), to continue a run exactly."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"rng_state": torch.get_rng_state(), "cuda_rng_state": cuda}
+
+
+def set_rng_states(states: dict, device: torch.device) -> None:
+    """Set back what :func:`rng_states` recorded."""
+    if states.get("rng_state") is not None:
+        torch.set_rng_state(states["rng_state"].cpu())  # a checkpoint may be loaded onto the GPU
+    if states.get("cuda_rng_state") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda_rng_state"].cpu(), device)
+
+
 def accuracy_score(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-sample score of a classifier: 100 where the arg-max is the label, else 0."""
     return (outputs.argmax(1) == targets).float() * 100
@@ -53,18 +68,33 @@ def train_one_epoch(
     max_steps: int | None = None,
     grad_clip: float | None = None,
     score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
+    partial: dict | None = None,
+    on_step: Callable[[dict], None] | None = None,
 ) -> dict:
     """One pass over ``loader``; the scheduler (if any) steps after every batch.
 
     Returns the mean loss per sample, the mean score (accuracy in % by default), the last LR,
     the LR and the loss of every batch, seconds and images/s. ``grad_clip`` clips each parameter
     gradient's value to [-grad_clip, grad_clip] before the step.
+
+    ``on_step(totals)`` is called after every batch with the epoch's running totals; passing
+    such totals back as ``partial`` finishes an interrupted epoch: its first ``partial["steps"]``
+    batches are drawn again (so that shuffling and augmentation continue as they were) but not
+    trained, and the global RNG is set back to where it was when the epoch was interrupted.
     """
     model.train()
-    loss_sum, score_sum, seen, lrs, losses = 0.0, 0.0, 0, [], []
-    start = time.perf_counter()
+    totals = {"steps": 0, "loss_sum": 0.0, "score_sum": 0.0, "seen": 0, "lrs": [], "losses": [], "seconds": 0.0}
+    if partial is not None:
+        totals.update({key: partial[key] for key in totals})
+        totals["lrs"], totals["losses"] = list(totals["lrs"]), list(totals["losses"])
+    last = time.perf_counter()
     bar = tqdm(loader, desc=desc, disable=not progress, mininterval=2, leave=False, file=sys.stdout)
     for step, (inputs, targets) in enumerate(bar):
+        if step < totals["steps"]:  # trained before the interruption
+            if step + 1 == totals["steps"]:
+                set_rng_states(partial, device)
+            last = time.perf_counter()
+            continue
         if max_steps is not None and step >= max_steps:
             break
         inputs, targets = _to_device(inputs, targets, device, channels_last)
@@ -79,19 +109,27 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        losses.append(loss.item())
-        loss_sum += losses[-1] * len(targets)
-        score_sum += score_fn(outputs.detach().float(), targets).sum().item()
-        seen += len(targets)
-        lrs.append(lr)
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", score=f"{score_sum / seen:.2f}", lr=f"{lr:.2e}")
-    seconds = time.perf_counter() - start
+        totals["losses"].append(loss.item())
+        totals["loss_sum"] += totals["losses"][-1] * len(targets)
+        totals["score_sum"] += score_fn(outputs.detach().float(), targets).sum().item()
+        totals["seen"] += len(targets)
+        totals["lrs"].append(lr)
+        totals["steps"] = step + 1
+        now = time.perf_counter()
+        totals["seconds"] += now - last  # the wait for this batch and its step; not the re-drawn batches
+        last = now
+        seen = totals["seen"]
+        bar.set_postfix(loss=f"{totals['loss_sum'] / seen:.4f}", score=f"{totals['score_sum'] / seen:.2f}",
+                        lr=f"{lr:.2e}")  # fmt: skip
+        if on_step is not None:
+            on_step(totals)
+    seen, seconds, lrs = totals["seen"], totals["seconds"], totals["lrs"]
     return {
-        "loss": loss_sum / max(seen, 1),
-        "score": score_sum / max(seen, 1),
+        "loss": totals["loss_sum"] / max(seen, 1),
+        "score": totals["score_sum"] / max(seen, 1),
         "lr": lrs[-1] if lrs else optimizer.param_groups[0]["lr"],
         "lrs": lrs,
-        "losses": losses,
+        "losses": totals["losses"],
         "seconds": seconds,
         "images_per_s": seen / seconds if seconds > 0 else 0.0,
     }
@@ -194,6 +232,7 @@ def fit(
     score_name: str = "acc",
     flip_tta: bool = False,
     eval_every: int = 1,
+    checkpoint_minutes: float | None = None,
     log=print,
 ) -> FitResult:
     """Train for ``epochs`` epochs, evaluating after each; returns the history and per-batch LRs.
@@ -206,6 +245,9 @@ def fit(
     With ``checkpoint_dir`` the model, optimizer, scheduler and history are saved atomically
     after every epoch, and a later call with the same directory and ``config`` resumes
     after the last finished epoch (an interrupted run loses at most one epoch).
+    With ``checkpoint_minutes=m`` it also saves after the first batch that ends m minutes or more
+    after the last save, and a resumed run finishes the interrupted epoch from there, exactly as
+    it would have gone on (it loses about m minutes at most: a CPU epoch can take 20).
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     if eval_every < 1:
@@ -217,7 +259,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     history: list[dict] = []
     lr_record: list[float] = []  # the LR of every batch, for the LR-trend plot
-    start_epoch = 0
+    start_epoch, partial = 0, None
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -230,7 +272,7 @@ def fit(
                     f"  now:   {config}\nUse another checkpoint_dir or delete {path} to start afresh."
                 )
             model.load_state_dict(state["model"])
-            history, start_epoch = state["history"], state["epoch"]
+            history, start_epoch, partial = state["history"], state["epoch"], state.get("partial")
             lr_record = state.get("lrs", [])
             if state.get("optimizer") is not None:
                 optimizer.load_state_dict(state["optimizer"])
@@ -241,14 +283,42 @@ def fit(
             if state.get("restored_from"):
                 log(f"Finished run restored from {state['restored_from']}: {start_epoch} of {epochs} epochs trained "
                     f"by `{state.get('command')}` on {state.get('device')}; nothing left to train.")  # fmt: skip
+            elif partial is not None:
+                log(f"Resumed from {path.name} in epoch {start_epoch + 1} of {epochs}, after its batch "
+                    f"{partial['steps']}.")  # fmt: skip
             else:
                 log(f"Resumed from {path.name} after epoch {start_epoch} of {epochs}.")
+
+    last_save = time.perf_counter()
+
+    def save(epoch: int, totals: dict | None = None) -> None:
+        """``epoch`` finished epochs, plus the running totals of the next one when interrupted."""
+        nonlocal last_save
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "epoch": epoch,
+            "history": history,
+            "lrs": lr_record,
+            "config": config,
+            "partial": None if totals is None else {**totals, **rng_states(device)},
+        }
+        save_atomic(state, folder / CHECKPOINT_NAME)
+        last_save = time.perf_counter()
+
+    def save_if_due(epoch: int, totals: dict) -> None:
+        if folder is not None and checkpoint_minutes is not None:
+            if time.perf_counter() - last_save >= 60 * checkpoint_minutes:
+                save(epoch, totals)
+
     for epoch in range(start_epoch, epochs):
         seed_epoch(train_loader, seed * 1000 + epoch)
         train = train_one_epoch(
             model, train_loader, optimizer, loss_fn, device, scheduler, amp_dtype, channels_last,
             progress, desc=f"epoch {epoch + 1}/{epochs}", max_steps=max_steps_per_epoch, grad_clip=grad_clip,
-            score_fn=score_fn,
+            score_fn=score_fn, partial=partial if epoch == start_epoch else None,
+            on_step=lambda totals, done=epoch: save_if_due(done, totals),
         )  # fmt: skip
         started = time.perf_counter()
         if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
@@ -275,16 +345,7 @@ def fit(
             f"{row['seconds']:.0f}s ({row['images_per_s']:.0f} img/s)"
         )
         if folder is not None:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "epoch": epoch + 1,
-                "history": history,
-                "lrs": lr_record,
-                "config": config,
-            }
-            save_atomic(state, folder / CHECKPOINT_NAME)
+            save(epoch + 1)
             save_history(history, folder)
     return FitResult(history, lr_record)
 
@@ -428,8 +489,10 @@ def s10_fit(
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
     log=print,
+    checkpoint_minutes: float | None = 5.0,
 ) -> FitResult:
-    """One-cycle training of the recipe with ``max_lr`` as the peak; resumable."""
+    """One-cycle training of the recipe with ``max_lr`` as the peak; resumable (with ``checkpoint_dir``:
+    saved after every epoch and, within an epoch, every ``checkpoint_minutes``)."""
     from .scheduler import make_optimizer, one_cycle
 
     optimizer = make_optimizer(config.optimizer, model.parameters(), max_lr / config.div_factor, config.weight_decay)
@@ -442,7 +505,7 @@ def s10_fit(
         model, data.train_loader, data.test_loader, optimizer, schedule, config.epochs, device,
         loss_fn=s10_loss(config), seed=config.seed, checkpoint_dir=checkpoint_dir, config=run_config,
         progress=progress, max_steps_per_epoch=max_steps_per_epoch, flip_tta=config.extra.get("flip_tta", False),
-        eval_every=config.eval_every, log=log,
+        eval_every=config.eval_every, checkpoint_minutes=checkpoint_minutes, log=log,
     )  # fmt: skip
 
 

@@ -60,6 +60,58 @@ def test_resume_continues_exactly(tmp_path):
     assert [row["epoch"] for row in saved] == [1, 2, 3]
 
 
+class _StopAfter:
+    """A loader that is interrupted (KeyboardInterrupt) after ``n`` batches in all, like a run stopped mid-epoch."""
+
+    def __init__(self, loader, n: int):
+        self.loader, self.n = loader, n
+
+    def __getattr__(self, name):  # generator, dataset: what seed_epoch reseeds
+        return getattr(self.loader, name)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.n == 0:
+                raise KeyboardInterrupt
+            self.n -= 1
+            yield batch
+
+
+def test_resume_within_an_epoch_continues_exactly(tmp_path):
+    def run(folder, stop_after=None):
+        seed_everything(0)
+        model = nn.Sequential(Tiny(), nn.Dropout(0.5))  # dropout: the global RNG must continue too
+        train_loader, test_loader = _loaders()  # 6 batches an epoch
+        if stop_after is not None:
+            train_loader = _StopAfter(train_loader, stop_after)
+        optimizer = make_optimizer("sgd", model.parameters(), 0.01)
+        schedule = one_cycle(optimizer, 0.1, 2, 6)
+        result = train.fit(model, train_loader, test_loader, optimizer, schedule, 2, torch.device("cpu"), seed=5,
+                           checkpoint_dir=folder, config={"epochs": 2}, progress=False, checkpoint_minutes=0,
+                           log=logs.append)  # fmt: skip
+        return model, result
+
+    logs = []
+    straight, straight_result = run(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "interrupted", stop_after=9)  # in epoch 2, after its batch 3
+    state = torch.load(tmp_path / "interrupted" / train.CHECKPOINT_NAME, weights_only=False)
+    assert state["epoch"] == 1 and state["partial"]["steps"] == 3 and len(state["partial"]["lrs"]) == 3
+    resumed, resumed_result = run(tmp_path / "interrupted")
+    assert "in epoch 2 of 2, after its batch 3" in logs[-2]  # the resume message, then epoch 2
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert straight_result.lrs == resumed_result.lrs and len(resumed_result.lrs) == 12
+    columns = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
+    assert [[row[c] for c in columns] for row in straight_result.history] == [
+        [row[c] for c in columns] for row in resumed_result.history
+    ]
+    assert torch.load(tmp_path / "interrupted" / train.CHECKPOINT_NAME, weights_only=False)["partial"] is None
+
+
 def test_resume_refuses_another_config(tmp_path):
     _run(2, tmp_path, stop_after=1)
     with pytest.raises(ValueError, match="different configuration"):

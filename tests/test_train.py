@@ -228,8 +228,8 @@ def test_flip_test_time_augmentation_averages_both_views():
 
 def test_fast_recipe_is_pages_resnet9_recipe():
     config = train.s10_fast_recipe()
-    assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (10, "sgd", 0.4, 0.2)
-    assert config.eval_every == 5 and train.S10Config().eval_every == 1  # the lesson tests every epoch
+    assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (11, "sgd", 0.4, 0.2)
+    assert config.eval_every == 6 and train.S10Config().eval_every == 1  # the lesson tests every epoch
     assert config.extra == {"loader": "tensor", "flip_tta": True, "logit_scale": 0.125}
     assert train.s10_model(config).logit_scale == 0.125
 

@@ -16,7 +16,7 @@ import torch
 
 from cifar.dataset import file_sha256
 from cifar.model import CustomResNet
-from cifar.train import S10Config, first_epoch_reaching, load_s10_weights, main, restore_run
+from cifar.train import S10Config, first_epoch_reaching, load_s10_weights, main, restore_run, s10_fast_recipe
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 S10_WEIGHTS = sorted(
@@ -31,6 +31,7 @@ TARGETS = {"s10_custom_resnet.pt": 90.0, "s10_fast_recipe.pt": 90.0}  # recipes 
 def test_weights_are_there():
     assert WEIGHTS / "s10_custom_resnet.pt" in S10_WEIGHTS  # the lesson's run
     assert WEIGHTS / "s10_original_recipe.pt" in S10_WEIGHTS
+    assert WEIGHTS / "s10_fast_recipe.pt" in S10_WEIGHTS  # the fast recipe's run (issue "training speed")
 
 
 def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
@@ -40,6 +41,16 @@ def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
     assert summary["command"] == "python -m cifar.train --data-dir ../shared/data/cifar10"
     assert summary["first_epoch_90"] == first_epoch_reaching(summary["history"], 90.0) <= 24
     assert len(torch.load(folder / "checkpoint.pt", weights_only=False)["lrs"]) == 24 * 98  # 98 batches of 512
+
+
+def test_fast_weights_come_from_the_fast_recipe(tmp_path: Path):
+    """`python -m cifar.train --recipe fast` as it is now trained the committed fast-recipe weights."""
+    config = s10_fast_recipe()
+    folder = restore_run(WEIGHTS / "s10_fast_recipe.pt", tmp_path, config)  # raises on any difference
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["command"].startswith("python -m cifar.train --recipe fast ")
+    tested = [row["epoch"] for row in summary["history"] if row["test_acc"] is not None]
+    assert tested == [6, 11] and summary["first_epoch_90"] == first_epoch_reaching(summary["history"], 90.0) == 11
 
 
 @pytest.mark.parametrize("path", S10_WEIGHTS, ids=lambda p: p.name)

@@ -291,14 +291,19 @@ def _seed_worker_transform(worker_id: int) -> None:
 
 
 def augment_batch(
-    images: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4, cutout: int = 8
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    pad: int = 4,
+    cutout: int = 8,
+    flip: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The S10 recipe's geometric augmentation for a whole uint8 NCHW batch at once, on its device.
 
     Random crop after reflect padding by ``pad``, horizontal flip with probability 0.5, and one
     ``cutout`` x ``cutout`` hole (centre anywhere in the image, clipped at the border) with
     probability 0.5. Returns the float images (0..255) and the (N, 1, H, W) mask of the holes,
-    which :class:`TensorBatches` fills with the dataset mean.
+    which :class:`TensorBatches` fills with the dataset mean. ``flip`` (N booleans) decides the
+    flips instead of the coin (the random draws stay the same, so the rest of the batch does too).
     """
     n, _, height, width = images.shape
     device = images.device
@@ -313,7 +318,8 @@ def augment_batch(
     batch = torch.arange(n, device=device)[:, None, None, None]
     channels = torch.arange(images.shape[1], device=device)[None, :, None, None]
     out = padded[batch, channels, rows, cols]
-    flip = uniform_ints(2).bool()
+    coin = uniform_ints(2).bool()
+    flip = coin if flip is None else flip.to(device)
     out = torch.where(flip[:, None, None, None], out.flip(3), out)
     centre_y, centre_x, apply = uniform_ints(height), uniform_ints(width), uniform_ints(2).bool()
     ys = torch.arange(height, device=device)[None, :, None]
@@ -335,6 +341,10 @@ class TensorBatches:
     then normalization; colour jitter and grey-scale are left out. Yields normalized float
     batches in channels-last layout, with labels. Shuffling is seeded through ``generator``
     (the trainer re-seeds it every epoch), so runs are reproducible.
+
+    ``alternating_flip`` (airbench) replaces the coin flip: every image gets a fixed random
+    orientation from ``seed`` in even epochs and the other one in odd epochs (``set_epoch``,
+    which the trainer calls), so that consecutive epochs show each image both ways.
     """
 
     def __init__(
@@ -348,6 +358,7 @@ class TensorBatches:
         device: torch.device | str = "cpu",
         seed: int = 0,
         drop_last: bool = False,
+        alternating_flip: bool = False,
     ):
         self.device = torch.device(device)
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
@@ -356,6 +367,14 @@ class TensorBatches:
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
         self.generator = torch.Generator().manual_seed(seed)
+        self.first_flip = None
+        if alternating_flip:
+            self.first_flip = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed)) < 0.5
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch about to be drawn (0-based); only alternating flips depend on it."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -369,7 +388,10 @@ class TensorBatches:
             index = order[start : start + self.batch_size]
             images = self.images[index]
             if self.train:
-                images, holes = augment_batch(images, self.generator)
+                flip = None
+                if self.first_flip is not None:
+                    flip = self.first_flip[index.cpu()] ^ bool(self.epoch % 2)
+                images, holes = augment_batch(images, self.generator, flip=flip)
                 images = torch.where(holes, self.mean.expand_as(images), images)
             images = ((images.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
             yield images, self.labels[index]

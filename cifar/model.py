@@ -72,6 +72,119 @@ class CustomResNet(nn.Module):
         return logits * self.logit_scale if self.logit_scale != 1.0 else logits
 
 
+# ---------------------------------------------------------------------------- fast-training tricks
+#
+# Optional ways to initialise and normalise a network that shorten training (David Page's
+# "bag of tricks" for this ResNet-9, Keller Jordan's airbench). They change how the network
+# starts and how its batch norm behaves in training, never its parameters or what it computes
+# in eval mode, so weights trained with them load into a plain CustomResNet.
+
+
+def whitening_filters(images: torch.Tensor, kernel_size: int = 3, eps: float = 5e-4) -> torch.Tensor:
+    """PCA whitening filters of the ``kernel_size`` x ``kernel_size`` patches of ``images`` (N, C, H, W).
+
+    Returns (2 * C * k * k, C, k, k): each eigenvector of the patch covariance scaled by
+    1/sqrt(eigenvalue + eps), then the same filters negated, so that a ReLU after them keeps
+    both signs. Largest eigenvalue first.
+    """
+    channels = images.shape[1]
+    patches = nn.functional.unfold(images.float(), kernel_size).transpose(1, 2).reshape(-1, channels * kernel_size**2)
+    patches = patches - patches.mean(0)
+    covariance = patches.T @ patches / len(patches)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance.double())
+    order = eigenvalues.argsort(descending=True)
+    filters = (eigenvectors[:, order] / (eigenvalues[order] + eps).sqrt()).T.float()
+    filters = filters.reshape(-1, channels, kernel_size, kernel_size)
+    return torch.cat([filters, -filters])
+
+
+@torch.no_grad()
+def init_whitening_(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4) -> nn.Conv2d:
+    """Start ``conv`` as a whitening layer for ``images`` (normalized, N x C x H x W).
+
+    Its first 2 * C * k * k output channels get :func:`whitening_filters`; the rest keep their
+    initialisation. The conv stays trainable.
+    """
+    filters = whitening_filters(images, conv.kernel_size[0], eps)[: conv.out_channels]
+    conv.weight[: len(filters)] = filters.to(conv.weight)
+    return conv
+
+
+@torch.no_grad()
+def init_dirac_(model: nn.Module, skip: tuple[nn.Module, ...] = ()) -> nn.Module:
+    """Start every 3x3 conv of ``model`` (but ``skip``) as an identity on its first in-channels.
+
+    Output channel i < in_channels passes input channel i through unchanged (``nn.init.dirac_``)
+    and the other channels keep their initialisation, so each block starts close to an identity
+    map and deep signals pass from the first step (airbench's initialisation).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module not in skip and module.kernel_size == (3, 3):
+            nn.init.dirac_(module.weight[: module.in_channels])
+    return model
+
+
+def freeze_batch_norm_weights(model: nn.Module) -> list[nn.Parameter]:
+    """Fix every batch norm scale at 1 (no gradient); returns those parameters.
+
+    With a ReLU after it, a BN scale only sets the size of the next layer's input, which the
+    next BN takes out again; fixing it leaves the biases to learn (Page's trick, with a higher
+    LR for the biases).
+    """
+    frozen = []
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d) and module.weight is not None:
+            nn.init.ones_(module.weight)
+            module.weight.requires_grad_(False)
+            frozen.append(module.weight)
+    return frozen
+
+
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics come from virtual batches of ``virtual_batch`` images.
+
+    Same parameters and buffers as ``nn.BatchNorm2d`` (the state_dict is interchangeable) and the
+    same eval-mode behaviour. In training, the batch is split into ``n // virtual_batch`` groups
+    (image i goes to group i mod groups) and each is normalized by its own statistics: more noise,
+    which regularises short runs. The running statistics average over the groups.
+    """
+
+    virtual_batch: int = 32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, channels, height, width = x.shape
+        groups = n // self.virtual_batch
+        if not self.training or groups <= 1 or n % groups:
+            return super().forward(x)
+        mean = self.running_mean.repeat(groups)
+        var = self.running_var.repeat(groups)
+        out = nn.functional.batch_norm(
+            x.reshape(-1, channels * groups, height, width), mean, var,
+            self.weight.repeat(groups), self.bias.repeat(groups), True, self.momentum, self.eps,
+        )  # fmt: skip
+        self.running_mean.copy_(mean.view(groups, channels).mean(0))
+        self.running_var.copy_(var.view(groups, channels).mean(0))
+        self.num_batches_tracked.add_(1)
+        return out.view(n, channels, height, width)
+
+
+def use_ghost_batch_norm(model: nn.Module, virtual_batch: int) -> nn.Module:
+    """Turn every ``nn.BatchNorm2d`` of ``model`` into a :class:`GhostBatchNorm2d` in place."""
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = GhostBatchNorm2d
+            module.virtual_batch = virtual_batch
+    return model
+
+
+def set_batch_norm_momentum(model: nn.Module, momentum: float) -> nn.Module:
+    """Set the running-statistics momentum of every batch norm (PyTorch's convention: weight of the new batch)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+    return model
+
+
 # ============================================================================ ResNet-50
 #
 # ResNet (He et al., 2015) written from scratch in the style of torchvision's

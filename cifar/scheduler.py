@@ -26,16 +26,37 @@ def make_optimizer(
     raise ValueError(f"optimizer must be 'adam' or 'sgd', not {name!r}")
 
 
+def weight_and_bias_groups(model: nn.Module, weight_decay: float, bias_lr_factor: float = 1.0) -> list[dict]:
+    """Parameter groups for :func:`make_optimizer`: one group, or weights and biases apart.
+
+    With ``bias_lr_factor`` f != 1 the 1-D parameters (biases, batch-norm scales that still
+    train) get LR x f and weight decay / f (Page's bag of tricks: f = 64 with the batch-norm
+    scales frozen). Each group's ``lr_factor`` says how its peak LR relates to the recipe's.
+    Frozen parameters are left out.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if bias_lr_factor == 1.0:
+        return [{"params": trainable, "weight_decay": weight_decay, "lr_factor": 1.0}]
+    return [
+        {"params": [p for p in trainable if p.dim() > 1], "weight_decay": weight_decay, "lr_factor": 1.0},
+        {"params": [p for p in trainable if p.dim() <= 1], "weight_decay": weight_decay / bias_lr_factor,
+         "lr_factor": bias_lr_factor},
+    ]  # fmt: skip
+
+
 def one_cycle(
     optimizer: torch.optim.Optimizer,
-    max_lr: float,
+    max_lr: float | list[float],
     epochs: int,
     steps_per_epoch: int,
     pct_start: float = 5 / 24,
     div_factor: float = 100.0,
     final_div_factor: float = 100.0,
 ) -> OneCycleLR:
-    """Two-phase, linear one-cycle policy stepped per batch; the peak comes after ``pct_start`` of the steps."""
+    """Two-phase, linear one-cycle policy stepped per batch; the peak comes after ``pct_start`` of the steps.
+
+    ``max_lr`` may be a list, one peak per parameter group.
+    """
     return OneCycleLR(
         optimizer,
         max_lr=max_lr,

@@ -8,6 +8,7 @@ history, figures, weights + provenance JSON).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -237,9 +238,9 @@ class WeightAverage:
     :func:`fit` evaluates and finally copies into the trained model.
     """
 
-    def __init__(self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.99, lookahead: bool = False):
-        import copy
-
+    def __init__(
+        self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.99, lookahead: bool = False
+    ):
         self.model = copy.deepcopy(model).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -378,7 +379,6 @@ def fit(
         }
         save_atomic(state, folder / CHECKPOINT_NAME)
         last_save = time.perf_counter()
-
 
     def after_step(epoch: int, totals: dict) -> None:
         if average is not None:

@@ -755,17 +755,25 @@ def load_s10_weights(path: str | Path) -> tuple[nn.Module, dict]:
     return model.eval(), record
 
 
+TTA_CHOICES = ("recorded", "none", "flip", "shift")
+
+
 def evaluate_weights(
     path: str | Path,
     root: str | Path | None = None,
     device: torch.device | None = None,
     batch_size: int = 500,
     amp_dtype: torch.dtype | None | str = "auto",
+    tta: str = "recorded",
 ) -> dict[str, float]:
     """Test loss and accuracy (%) of saved S10 weights on the whole CIFAR-10 test set.
 
-    Uses the normalization and the test-time options (flip TTA) recorded beside the weights.
+    Uses the normalization and the test-time augmentation recorded beside the weights, or the
+    ``tta`` given instead: ``none``, ``flip`` or ``shift`` (flips of the image and of its
+    1-pixel shifts), to measure what each adds.
     """
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, not {tta!r}")
     from .dataset import AlbumentationsDataset, load_cifar10, make_loader, test_transforms
 
     model, record = load_s10_weights(path)
@@ -778,6 +786,8 @@ def evaluate_weights(
     model.to(device).to(memory_format=torch.channels_last)
     flip_tta = bool(record["recipe"].get("extra", {}).get("flip_tta", False))
     shift_tta = bool(record["recipe"].get("tricks", {}).get("shift_tta", False))
+    if tta != "recorded":
+        flip_tta, shift_tta = tta in ("flip", "shift"), tta == "shift"
     amp_dtype = autocast_dtype(device) if amp_dtype == "auto" else amp_dtype
     result = evaluate(model, loader, device, amp_dtype, flip_tta=flip_tta, shift_tta=shift_tta)
     return {"loss": result["loss"], "accuracy": result["score"], "images": len(labels)}
@@ -832,6 +842,9 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
     return folder
 
 
+TRICK_NAMES = tuple(Tricks.__dataclass_fields__)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = S10Config()
     parser = argparse.ArgumentParser(
@@ -871,6 +884,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evaluate", metavar="WEIGHTS", default=None,
                         help="no training: evaluate saved weights (e.g. weights/s10_custom_resnet.pt) on the whole "
                         "test set and compare with the accuracy recorded beside them")  # fmt: skip
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="recorded",
+                        help="with --evaluate: the test-time augmentation (default: the one recorded with the "
+                        "weights)")  # fmt: skip
+    parser.add_argument("--without", metavar="TRICK", action="append", default=[], choices=TRICK_NAMES,
+                        help="turn one of the recipe's Tricks off (repeatable; for ablations): "
+                        + ", ".join(TRICK_NAMES))  # fmt: skip
     parser.add_argument("--restore", metavar="WEIGHTS", default=None,
                         help="no training: rebuild the run folder (--out) of the finished run that wrote WEIGHTS "
                         "(recipe from --recipe), so that the notebook analyses that run")  # fmt: skip
@@ -1007,7 +1026,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Run an S10 recipe from the command line (or evaluate saved weights); returns the run summary."""
     args = parse_args(argv)
     if args.evaluate:
-        return _evaluate_command(args.evaluate, args.data_dir, PRECISIONS[args.precision])
+        return _evaluate_command(args.evaluate, args.data_dir, PRECISIONS[args.precision], args.tta)
     if args.restore:
         try:
             folder = restore_run(args.restore, args.out, config_from_args(args))
@@ -1021,18 +1040,23 @@ def main(argv: list[str] | None = None) -> dict:
 def config_from_args(args: argparse.Namespace) -> S10Config:
     """The named recipe with the fields given on the command line replaced."""
     overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
-    return replace(RECIPES[args.recipe](), **overrides)
+    config = replace(RECIPES[args.recipe](), **overrides)
+    off = {name: getattr(Tricks(), name) for name in getattr(args, "without", [])}
+    return replace(config, tricks=replace(config.tricks, **off)) if off else config
 
 
-def _evaluate_command(path: str, data_dir: str | None, amp_dtype: torch.dtype | None | str = "auto") -> dict:
+def _evaluate_command(
+    path: str, data_dir: str | None, amp_dtype: torch.dtype | None | str = "auto", tta: str = "recorded"
+) -> dict:
     from .dataset import DataError
 
     try:
-        result = evaluate_weights(path, data_dir, amp_dtype=amp_dtype)
+        result = evaluate_weights(path, data_dir, amp_dtype=amp_dtype, tta=tta)
     except (DataError, FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
     claimed = json.loads(Path(path).with_suffix(".json").read_text()).get("test_accuracy")
-    print(f"{path}: test accuracy {result['accuracy']:.2f}% on {result['images']:,} images "
+    views = "" if tta == "recorded" else f" with test-time augmentation '{tta}'"
+    print(f"{path}: test accuracy {result['accuracy']:.2f}% on {result['images']:,} images{views} "
           f"(recorded: {claimed}%), mean loss {result['loss']:.4f}")  # fmt: skip
     return result
 

@@ -32,7 +32,7 @@ from torch import nn
 from .dataset import AlbumentationsDataset, TensorBatches, load_cifar10, make_loader, train_transforms
 from .model import CustomResNet
 from .train import describe_device
-from .utils import autocast, autocast_dtype, get_device, seed_everything
+from .utils import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
 
 MEAN, STD = (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)
 
@@ -75,7 +75,8 @@ def time_training(
 ) -> dict[str, float]:
     """Median images/s of whole training steps (the wait for the batch included), and the median
     milliseconds per step spent waiting for the batch on the device (``data_ms``: loading,
-    augmentation, copy) and computing (``step_ms``: forward, backward, optimizer).
+    augmentation, copy) and computing (``step_ms``: forward, backward, optimizer; with fp16, the
+    gradient scaling that training does too).
 
     ``data_ms`` near zero means the data pipeline keeps the device busy.
     """
@@ -86,6 +87,7 @@ def time_training(
     step_model = torch.compile(model) if compile_model else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
+    scaler = grad_scaler(device, amp_dtype)
     model.train()
     iterator = batches()
     rates, data_ms, step_ms = [], [], []
@@ -101,8 +103,9 @@ def time_training(
         with autocast(device, amp_dtype):
             loss = loss_fn(step_model(images), labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         _synchronize(device)
         if step >= warmup:
             end = time.perf_counter()
@@ -154,7 +157,8 @@ def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False,
     workers = min(2, os.cpu_count() or 1)
 
     def loader(num_workers: int | None) -> Callable[[], Iterator]:
-        return lambda: iter(make_loader(albumentations_set, batch_size, train=True, num_workers=num_workers))
+        return lambda: iter(make_loader(albumentations_set, batch_size, train=True, num_workers=num_workers,
+                                        device=device))  # fmt: skip
 
     def tensor_batches() -> Iterator:
         return iter(TensorBatches(images, labels, batch_size, MEAN, STD, train=True, device=device))
@@ -212,13 +216,13 @@ def precision_equivalence(
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=max_lr / 100, weight_decay=1e-4)
         schedule = one_cycle(optimizer, max_lr, 1, steps)
-        loader = make_loader(train_set, batch_size, train=True, seed=0, num_workers=0)
+        loader = make_loader(train_set, batch_size, train=True, seed=0, num_workers=0, device=device)
         seed_epoch(loader, 0)
         loss_fn = nn.CrossEntropyLoss()
         train = train_one_epoch(model, loader, optimizer, loss_fn, device, schedule, amp, channels_last,
                                 progress=progress, desc=name, max_steps=steps)  # fmt: skip
         losses = train["losses"]
-        test = evaluate(model, make_loader(test_set, 500, train=False), device, amp, channels_last,
+        test = evaluate(model, make_loader(test_set, 500, train=False, device=device), device, amp, channels_last,
                         score_fn=accuracy_score)  # fmt: skip
         results[f"{name}_losses"] = losses
         results[f"{name}_test_acc"] = test["score"]

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader
 from .model import ResNet50, load_imagenet_into
-from .utils import autocast, data_dir, get_device, seed_everything
+from .utils import autocast, data_dir, get_device, resolve_amp_dtype, seed_everything
 
 #: Box columns of each supported CSV format.
 #: ``corners`` (alias ``pascal_voc``): xmin, ymin, xmax, ymax in pixels; x is the column, y the row
@@ -478,14 +478,23 @@ def plot_augmented_boxes(
 
 
 def predict_boxes(
-    model: nn.Module, dataset: BoxDataset, device: torch.device | None = None, batch_size: int = 16
+    model: nn.Module,
+    dataset: BoxDataset,
+    device: torch.device | None = None,
+    batch_size: int = 16,
+    amp_dtype: torch.dtype | None | str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and true normalized boxes for every image of ``dataset`` (eval mode, fp32)."""
+    """Predicted and true normalized boxes for every image of ``dataset`` (eval mode).
+
+    ``amp_dtype``: "auto" predicts in the precision :func:`cifar.train.fit` tests in on ``device``
+    (:func:`cifar.utils.autocast_dtype`), None in fp32.
+    """
     from .train import predict
 
     device = device or next(model.parameters()).device
     model.to(device)
-    return predict(model, make_loader(dataset, batch_size, train=False, num_workers=0), device, None, False)
+    loader = make_loader(dataset, batch_size, train=False, num_workers=0, device=device)
+    return predict(model, loader, device, resolve_amp_dtype(device, amp_dtype), False)
 
 
 def prediction_gallery(
@@ -494,10 +503,12 @@ def prediction_gallery(
     indices: Sequence[int] | None = None,
     device: torch.device | None = None,
     ncols: int = 4,
+    amp_dtype: torch.dtype | None | str = "auto",
 ):
     """Test photos (original size) with the true box in green, the predicted box in red, IoU in the title.
 
-    ``indices`` defaults to the first 8 images. Returns the matplotlib Figure.
+    ``indices`` defaults to the first 8 images; ``amp_dtype`` as in :func:`predict_boxes`. Returns the
+    matplotlib Figure.
     """
     from torch.utils.data import Subset
 
@@ -507,8 +518,8 @@ def prediction_gallery(
     indices = list(range(min(8, len(dataset)))) if indices is None else list(indices)
     device = device or next(model.parameters()).device
     model.to(device)
-    loader = make_loader(Subset(dataset, indices), 16, train=False, num_workers=0)
-    predicted, true = predict(model, loader, device, None, False)
+    loader = make_loader(Subset(dataset, indices), 16, train=False, num_workers=0, device=device)
+    predicted, true = predict(model, loader, device, resolve_amp_dtype(device, amp_dtype), False)
     iou = box_iou_per_sample(predicted, true)
     sizes = dataset.sizes[indices]
     images, titles = [], []
@@ -544,7 +555,7 @@ def measure_latency(
     warmup: int = 5,
     repeats: int = 20,
     device: torch.device | None = None,
-    amp_dtype: torch.dtype | None = None,
+    amp_dtype: torch.dtype | None | str = "auto",
     progress: bool = True,
 ) -> dict:
     """Inference time of ``model``: eval mode, no_grad, ``warmup`` untimed runs, median of ``repeats``.
@@ -552,11 +563,14 @@ def measure_latency(
     On CUDA every timing is bracketed by ``torch.cuda.synchronize`` (kernels run asynchronously).
     For each batch size ``b`` the dict has ``batch_<b>_ms_per_image`` and ``batch_<b>_images_per_s``
     (ms/image at batch 1 is the latency, images/s at batch 32 the throughput), plus the device
-    and settings. The model's train/eval mode is restored afterwards.
+    and settings. The model's train/eval mode is restored afterwards. ``amp_dtype``: "auto" times the
+    precision the model is trained and tested in on ``device`` (:func:`cifar.utils.autocast_dtype`),
+    None fp32.
     """
     from .train import describe_device
 
     device = device or next(model.parameters()).device
+    amp_dtype = resolve_amp_dtype(device, amp_dtype)
     model.to(device)
     was_training = model.training
     model.eval()
@@ -646,7 +660,7 @@ class RaccoonConfig:
     loss: str = "mse"
     sigmoid: bool = True
     pretrained: bool = False
-    amp: bool = True  # bf16/fp16 autocast where fast (cifar.utils.autocast_dtype)
+    amp: bool = True  # bf16/fp16 autocast where fast (cifar.utils.autocast_dtype), for training and testing
     seed: int = 0
     train_images: int | None = None  # None: all 160
     test_images: int | None = None  # None: all 40
@@ -717,15 +731,17 @@ def train_raccoon(
     train_set, test_set = raccoon_datasets(config, root)
     model, status = box_model(config.sigmoid, config.pretrained, seed=config.seed)
     log(status)
-    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, num_workers=num_workers)
-    test_loader = make_loader(test_set, 2 * config.batch_size, train=False, num_workers=num_workers)
+    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, num_workers=num_workers,
+                               device=device)  # fmt: skip
+    test_loader = make_loader(test_set, 2 * config.batch_size, train=False, num_workers=num_workers, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    amp_dtype = resolve_amp_dtype(device, "auto" if config.amp else None)
     result = fit(
         model, train_loader, test_loader, optimizer, None, config.epochs, device, loss_fn=box_loss(config.loss),
         seed=config.seed, checkpoint_dir=checkpoint_dir, config=asdict(config),
-        amp_dtype="auto" if config.amp else None, progress=progress, score_fn=iou_score, score_name="iou", log=log,
+        amp_dtype=amp_dtype, progress=progress, score_fn=iou_score, score_name="iou", log=log,
     )  # fmt: skip
-    predicted, true = predict(model, test_loader, device, None, False)
+    predicted, true = predict(model, test_loader, device, amp_dtype, False)  # in the precision fit tested in
     metrics = box_metrics(predicted, true, test_set.sizes)
     metrics["test_loss"] = float(box_loss(config.loss)(predicted, true))
     return RaccoonRun(model, result.history, metrics, status, train_set, test_set, predicted, true)
@@ -780,10 +796,13 @@ def main(argv: list[str] | None = None) -> dict:
     save_box_model(run.model, out / "raccoon_resnet50.pt", config=asdict(config), metrics=run.metrics,
                    mean=IMAGENET_MEAN, std=IMAGENET_STD)  # fmt: skip
     plot_box_history(run.history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
-    prediction_gallery(run.model, run.test_set, device=device).savefig(out / "gallery.png", dpi=100,
-                                                                       bbox_inches="tight")  # fmt: skip
+    amp_dtype = "auto" if config.amp else None
+    prediction_gallery(run.model, run.test_set, device=device, amp_dtype=amp_dtype).savefig(
+        out / "gallery.png", dpi=100, bbox_inches="tight"
+    )
     if args.latency_repeats > 0:
-        summary["latency"] = measure_latency(run.model, config.image_size, repeats=args.latency_repeats, device=device)
+        summary["latency"] = measure_latency(run.model, config.image_size, repeats=args.latency_repeats, device=device,
+                                             amp_dtype=amp_dtype)  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     m = run.metrics
     print(f"test: mean IoU {m['mean_iou']:.3f}, IoU >= 0.5 on {100 * m['share_iou_50']:.0f}% of {m['images']} images, "

@@ -27,7 +27,7 @@ from PIL import Image
 from torch.nn import functional as nn_functional
 from torch.utils.data import DataLoader, Dataset
 
-from .utils import cache_dir, data_dir
+from .utils import cache_dir, data_dir, get_device
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -258,21 +258,29 @@ class AlbumentationsDataset(Dataset):
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, train: bool, seed: int = 0, num_workers: int | None = None
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    seed: int = 0,
+    num_workers: int | None = None,
+    device: torch.device | str | None = None,
 ) -> DataLoader:
     """A DataLoader with a seeded shuffling generator (re-seeded per epoch by the trainer).
 
-    Workers default to 0 on a CPU-only machine (the model needs both cores) and 2 with CUDA.
+    ``device`` is where the batches go (default :func:`cifar.utils.get_device`): for CUDA the
+    workers default to 2 and memory is pinned; otherwise workers default to 0 (the model needs
+    the CPU's cores) and nothing is pinned.
     """
+    cuda = torch.device(device if device is not None else get_device()).type == "cuda"
     if num_workers is None:
-        num_workers = 2 if torch.cuda.is_available() else 0
+        num_workers = 2 if cuda else 0
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=train,
         drop_last=False,
         num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=cuda,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
         worker_init_fn=_seed_worker_transform,

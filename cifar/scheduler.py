@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 
-from .utils import autocast_dtype
+from .utils import autocast_dtype, grad_scaler
 
 
 def make_optimizer(
@@ -133,7 +133,7 @@ def find_lr(
         kwargs = {
             "amp_backend": "torch",
             "amp_config": {"device_type": device.type, "dtype": amp},
-            "grad_scaler": torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
+            "grad_scaler": grad_scaler(device, amp),
         }
     finder = LRFinder(model, optimizer, criterion, device=device, **kwargs)
     finder.range_test(train_loader, end_lr=end_lr, num_iter=num_iter, step_mode="exp")

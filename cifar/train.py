@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .utils import autocast, autocast_dtype, get_device, seed_everything
+from .utils import autocast, get_device, grad_scaler, resolve_amp_dtype, seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -71,6 +71,7 @@ def train_one_epoch(
     score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
     partial: dict | None = None,
     on_step: Callable[[dict], None] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
     """One pass over ``loader``; the scheduler (if any) steps after every batch.
 
@@ -82,8 +83,14 @@ def train_one_epoch(
     such totals back as ``partial`` finishes an interrupted epoch: its first ``partial["steps"]``
     batches are drawn again (so that shuffling and augmentation continue as they were) but not
     trained, and the global RNG is set back to where it was when the epoch was interrupted.
+
+    ``scaler`` scales the loss against fp16 underflow (default: :func:`cifar.utils.grad_scaler`,
+    enabled only for fp16; pass one to keep its state across epochs, as :func:`fit` does). A step
+    it skips (inf/nan gradients: the scale was too high) leaves the scheduler where it was too,
+    so the skipped batch's LR is used again by the next one.
     """
     model.train()
+    scaler = scaler if scaler is not None else grad_scaler(device, amp_dtype)
     totals = {"steps": 0, "loss_sum": 0.0, "score_sum": 0.0, "seen": 0, "lrs": [], "losses": [], "seconds": 0.0}
     if partial is not None:
         totals.update({key: partial[key] for key in totals})
@@ -104,11 +111,11 @@ def train_one_epoch(
             loss = loss_fn(outputs, targets)
         lr = optimizer.param_groups[0]["lr"]  # the LR this batch is trained with
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if grad_clip is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_value_(model.parameters(), grad_clip)
-        optimizer.step()
-        if scheduler is not None:
+        if _scaled_step(scaler, optimizer) and scheduler is not None:
             scheduler.step()
         totals["losses"].append(loss.item())
         totals["loss_sum"] += totals["losses"][-1] * len(targets)
@@ -134,6 +141,21 @@ def train_one_epoch(
         "seconds": seconds,
         "images_per_s": seen / seconds if seconds > 0 else 0.0,
     }
+
+
+def _scaled_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+    """``scaler.step(optimizer)`` and ``scaler.update()``; False when the scaler skipped the step.
+
+    A skip is seen as the scale going down: ``update`` lowers it (by ``backoff_factor``, 0.5) exactly
+    when it found inf/nan gradients. A disabled scaler just steps the optimizer, as training without one.
+    """
+    if not scaler.is_enabled():
+        optimizer.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale
 
 
 def tta_outputs(model: nn.Module, inputs: torch.Tensor, flip: bool, shift: bool) -> torch.Tensor:
@@ -308,8 +330,11 @@ def fit(
     ``eval_every=n`` evaluates only after every n-th epoch and after the last one (to save time
     in a short recipe); the test columns of the other epochs are None.
 
-    With ``checkpoint_dir`` the model, optimizer, scheduler and history are saved atomically
-    after every epoch, and a later call with the same directory and ``config`` resumes
+    ``amp_dtype``: autocast's dtype for training and testing, None for fp32, or "auto" for
+    :func:`cifar.utils.autocast_dtype`'s choice for ``device``; fp16 trains with gradient scaling.
+
+    With ``checkpoint_dir`` the model, optimizer, scheduler, gradient scaler and history are saved
+    atomically after every epoch, and a later call with the same directory and ``config`` resumes
     after the last finished epoch (an interrupted run loses at most one epoch).
     With ``checkpoint_minutes=m`` it also saves after the first batch that ends m minutes or more
     after the last save, and a resumed run finishes the interrupted epoch from there, exactly as
@@ -322,8 +347,8 @@ def fit(
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     if eval_every < 1:
         raise ValueError(f"eval_every must be at least 1, got {eval_every}")
-    if amp_dtype == "auto":
-        amp_dtype = autocast_dtype(device)
+    amp_dtype = resolve_amp_dtype(device, amp_dtype)
+    scaler = grad_scaler(device, amp_dtype)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -352,6 +377,8 @@ def fit(
                 scheduler.load_state_dict(state["scheduler"])
             if average is not None and state.get("average") is not None:
                 average.load_state_dict(state["average"])
+            if scaler.is_enabled() and state.get("scaler"):  # empty or None: saved without fp16 scaling
+                scaler.load_state_dict(state["scaler"])
             if state.get("restored_from"):
                 log(f"Finished run restored from {state['restored_from']}: {start_epoch} of {epochs} epochs trained "
                     f"by `{state.get('command')}` on {state.get('device')}; nothing left to train.")  # fmt: skip
@@ -375,6 +402,7 @@ def fit(
             "lrs": lr_record,
             "config": config,
             "average": average.state_dict() if average is not None else None,
+            "scaler": scaler.state_dict(),  # {} when disabled (bf16, fp32)
             "partial": None if totals is None else {**totals, **rng_states(device)},
         }
         save_atomic(state, folder / CHECKPOINT_NAME)
@@ -400,7 +428,7 @@ def fit(
             model, train_loader, optimizer, loss_fn, device, scheduler, amp_dtype, channels_last,
             progress, desc=f"epoch {epoch + 1}/{epochs}", max_steps=max_steps_per_epoch, grad_clip=grad_clip,
             score_fn=score_fn, partial=partial if epoch == start_epoch else None,
-            on_step=lambda totals, done=epoch: after_step(done, totals),
+            on_step=lambda totals, done=epoch: after_step(done, totals), scaler=scaler,
         )  # fmt: skip
         started = time.perf_counter()
         if average is not None and epoch + 1 == epochs:
@@ -534,8 +562,14 @@ def _subset(images, labels, n: int | None, seed: int):
     return images[keep], labels[keep]
 
 
-def s10_data(config: S10Config, root: str | Path | None = None, download: bool = False) -> S10Data:
-    """Real CIFAR-10 through the data layer, mean/std from the training set, S10 transforms."""
+def s10_data(
+    config: S10Config, root: str | Path | None = None, download: bool = False, device: torch.device | None = None
+) -> S10Data:
+    """Real CIFAR-10 through the data layer, mean/std from the training set, S10 transforms.
+
+    ``device`` (default :func:`cifar.utils.get_device`) is the one the model trains on: the tensor
+    loader keeps its images there, and the DataLoaders choose workers and pinned memory for it.
+    """
     from .dataset import (
         AlbumentationsDataset,
         TensorBatches,
@@ -546,6 +580,7 @@ def s10_data(config: S10Config, root: str | Path | None = None, download: bool =
         train_transforms,
     )
 
+    device = device or get_device()
     train_images, train_labels = load_cifar10("train", root, download)
     test_images, test_labels = load_cifar10("test", root, download)
     mean, std = mean_std(train_images)
@@ -554,14 +589,14 @@ def s10_data(config: S10Config, root: str | Path | None = None, download: bool =
     test_set = AlbumentationsDataset(test_images, test_labels, test_transforms(mean, std))
     if config.extra.get("loader", "albumentations") == "tensor":
         train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, train=True,
-                                     device=get_device(), seed=config.seed,
+                                     device=device, seed=config.seed,
                                      alternating_flip=config.tricks.alternating_flip)  # fmt: skip
     else:
         train_set = AlbumentationsDataset(train_images, train_labels, train_transforms(mean, std))
-        train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed)
+        train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device)
     return S10Data(
         train_loader,
-        make_loader(test_set, 1000, train=False),
+        make_loader(test_set, 1000, train=False, device=device),
         mean, std, train_images, train_labels, test_images, test_labels,
     )  # fmt: skip
 
@@ -667,6 +702,10 @@ def describe_device(device: torch.device, amp_dtype: torch.dtype | None | str = 
         return f"{describe_device(device)}, {precision_name(amp_dtype)}"
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"MPS: Apple GPU ({platform.machine()})"
+    if device.type != "cpu":
+        return f"{device.type.upper()}: {device}"
     name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -781,14 +820,14 @@ def evaluate_weights(
     images, labels = load_cifar10("test", root)
     loader = make_loader(
         AlbumentationsDataset(images, labels, test_transforms(tuple(record["mean"]), tuple(record["std"]))),
-        batch_size, train=False,
+        batch_size, train=False, device=device,
     )  # fmt: skip
     model.to(device).to(memory_format=torch.channels_last)
     flip_tta = bool(record["recipe"].get("extra", {}).get("flip_tta", False))
     shift_tta = bool(record["recipe"].get("tricks", {}).get("shift_tta", False))
     if tta != "recorded":
         flip_tta, shift_tta = tta in ("flip", "shift"), tta == "shift"
-    amp_dtype = autocast_dtype(device) if amp_dtype == "auto" else amp_dtype
+    amp_dtype = resolve_amp_dtype(device, amp_dtype)
     result = evaluate(model, loader, device, amp_dtype, flip_tta=flip_tta, shift_tta=shift_tta)
     return {"loss": result["loss"], "accuracy": result["score"], "images": len(labels)}
 
@@ -879,8 +918,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-subset", type=int, help="test on a class-balanced subset")
     parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch (smoke tests)")
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto",
-                        help="arithmetic of training and testing: auto (autocast_dtype: bf16 or fp16 where the "
-                        "hardware has it, else fp32), or force one; recorded with the run")  # fmt: skip
+                        help="arithmetic of training and testing: auto (autocast_dtype: bf16 where the hardware "
+                        "has it natively, fp16 on older GPUs, else fp32), or force one; fp16 trains with gradient "
+                        "scaling; recorded with the run")  # fmt: skip
     parser.add_argument("--evaluate", metavar="WEIGHTS", default=None,
                         help="no training: evaluate saved weights (e.g. weights/s10_custom_resnet.pt) on the whole "
                         "test set and compare with the accuracy recorded beside them")  # fmt: skip
@@ -1068,10 +1108,10 @@ def _run_s10(config: S10Config, args: argparse.Namespace, argv: list[str] | None
     device = get_device()
     out = Path(args.out)
     try:
-        data = s10_data(config, args.data_dir, args.download)
+        data = s10_data(config, args.data_dir, args.download, device)
     except DataError as error:
         sys.exit(f"error: {error}")
-    amp_dtype = autocast_dtype(device) if args.precision == "auto" else PRECISIONS[args.precision]
+    amp_dtype = resolve_amp_dtype(device, PRECISIONS[args.precision])
     print(f"device: {describe_device(device)}; {precision_name(amp_dtype)}; train {len(data.train_labels)} / "
           f"test {len(data.test_labels)} images; mean {data.mean} std {data.std}")  # fmt: skip
     model = s10_model(config, data)

@@ -42,7 +42,7 @@ from .dataset import (
 )
 from .scheduler import make_optimizer, one_cycle
 from .train import FitResult, describe_device, fit, predict, save_atomic, save_history
-from .utils import confusion_matrix, data_dir, get_device, seed_everything
+from .utils import confusion_matrix, data_dir, get_device, resolve_amp_dtype, seed_everything
 
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 RANDOM_WEIGHTS = "random"
@@ -156,6 +156,7 @@ def fit_one_cycle(
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
     log: Callable[[str], object] = print,
+    amp_dtype: torch.dtype | None | str = "auto",
 ) -> FitResult:
     """The original lesson's ``fit_one_cycle``, on the course's engine (:func:`cifar.train.fit`).
 
@@ -167,6 +168,7 @@ def fit_one_cycle(
     default pct_start 0.3, div_factor 25 and final_div_factor 1e4, but linear warm-up and
     annealing where OneCycleLR defaults to cosine annealing. ``backbone_lr_factor`` scales the
     backbone's LR (discriminative LRs). ``checkpoint_dir`` and ``config`` make it resumable.
+    ``amp_dtype``: the precision, as in :func:`cifar.train.fit`.
     """
     device = device or get_device()
     groups = parameter_groups(model, backbone_lr_factor)
@@ -182,7 +184,7 @@ def fit_one_cycle(
     return fit(
         model, train_loader, val_loader, optimizer, schedule, epochs, device, seed=seed,
         checkpoint_dir=checkpoint_dir, config=config, progress=progress,
-        max_steps_per_epoch=max_steps_per_epoch, grad_clip=grad_clip, log=log,
+        max_steps_per_epoch=max_steps_per_epoch, grad_clip=grad_clip, log=log, amp_dtype=amp_dtype,
     )  # fmt: skip
 
 
@@ -357,8 +359,9 @@ def run_transfer(
     classes = dataset.classes
     train_set = dataset.subset(train_idx, imagenet_train_transforms(config.image_size))
     test_set = dataset.subset(test_idx, imagenet_eval_transforms(config.image_size))
-    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed)
-    test_loader = make_loader(test_set, config.batch_size, train=False)
+    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device)
+    test_loader = make_loader(test_set, config.batch_size, train=False, device=device)
+    amp_dtype = resolve_amp_dtype(device)  # the same precision for training, testing and the final test
     seed_everything(config.seed)
     model, weights_used = resnet34_classifier(len(classes), config.weights, log=log)
     split = "grouped" if config.grouped else "frames"
@@ -379,13 +382,13 @@ def run_transfer(
             epochs, max_lr, model, train_loader, test_loader, config.weight_decay, config.grad_clip,
             config.optimizer, backbone_lr_factor=factor, device=device, seed=config.seed * 100 + number,
             checkpoint_dir=stage_dir, config={**asdict(config), "stage": name, "weights_used": weights_used},
-            progress=progress, max_steps_per_epoch=config.max_steps_per_epoch, log=log,
+            progress=progress, max_steps_per_epoch=config.max_steps_per_epoch, log=log, amp_dtype=amp_dtype,
         )  # fmt: skip
         offset = len(history)
         history += [{**row, "epoch": offset + row["epoch"], "stage": name} for row in result.history]
         lrs += result.lrs
     unfreeze(model)
-    outputs, targets = predict(model, test_loader, device)
+    outputs, targets = predict(model, test_loader, device, amp_dtype)
     accuracy = (outputs.argmax(1) == targets).float().mean().item() * 100
     result = TransferResult(
         model=model, classes=classes, weights=weights_used, stages=[s[0] for s in stages], history=history,

@@ -49,7 +49,10 @@ def seed_everything(seed: int) -> None:
 
 
 def get_device() -> torch.device:
-    """CUDA if present, then Apple MPS, else CPU."""
+    """CUDA if present, then Apple MPS, else CPU.
+
+    The one place the device is chosen: everything else takes it as an argument (defaulting to this).
+    """
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -58,13 +61,18 @@ def get_device() -> torch.device:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The reduced precision that is fast and safe on ``device``, or None for fp32.
+    """The reduced precision that is fast and safe on ``device``, or None for fp32: the project's one policy.
 
-    bf16 on CUDA cards that support it (fp16 otherwise), bf16 on CPUs with native
-    bf16 instructions (AVX512-BF16 or AMX); on other CPUs bf16 is emulated and slower.
+    * CUDA: bf16 where the card has it natively (compute capability 8.0 or more: A100, RTX 30xx, H100),
+      fp16 otherwise (T4, V100: with gradient scaling, see :func:`grad_scaler`).
+      ``torch.cuda.is_bf16_supported()`` is not asked: it also counts bf16 emulated in fp32, which is slow.
+    * CPU: bf16 with native bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower.
+    * MPS and anything else: fp32. MPS autocast lacks many ops (they fall back to fp32 or to the CPU)
+      and fp16 there would need gradient scaling too, so fp32 is the safe choice.
     """
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float16
     if device.type == "cpu":
         cpu = getattr(torch, "cpu", None)
         for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
@@ -72,6 +80,24 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
             if check is not None and check():
                 return torch.bfloat16
     return None
+
+
+def resolve_amp_dtype(device: torch.device, amp_dtype: torch.dtype | None | str = "auto") -> torch.dtype | None:
+    """``amp_dtype`` itself, or the policy's choice for ``device`` (:func:`autocast_dtype`) when it is "auto"."""
+    return autocast_dtype(device) if amp_dtype == "auto" else amp_dtype
+
+
+def needs_grad_scaler(amp_dtype: torch.dtype | None) -> bool:
+    """Whether training in ``amp_dtype`` needs gradient scaling: fp16 does (small gradients underflow
+    to zero in it), bf16 and fp32 do not (they have fp32's exponent range)."""
+    return amp_dtype == torch.float16
+
+
+def grad_scaler(device: torch.device, amp_dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """A ``torch.amp.GradScaler`` for training on ``device`` in ``amp_dtype``, enabled only where
+    :func:`needs_grad_scaler` says so; disabled, its ``scale``/``unscale_``/``step``/``update``
+    do nothing but call the optimizer, so the bf16 and fp32 steps are unchanged."""
+    return torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(amp_dtype))
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

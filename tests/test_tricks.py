@@ -242,3 +242,15 @@ def test_cli_tricks_recipe_runs_records_and_evaluates(cifar10_root, tmp_path, ca
     assert type(model) is CustomResNet and all(type(m) is not GhostBatchNorm2d for m in model.modules())
     bn_weights = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(bool((w == 1).all()) for w in bn_weights)  # frozen at 1
+
+
+def test_command_line_sets_single_tricks():
+    args = train.parse_args(["--recipe", "tricks", "--trick", "whiten_init=off", "--trick", "ghost_batch=32",
+                             "--trick", "bias_lr_factor=1"])  # fmt: skip
+    tricks = train.config_from_args(args).tricks
+    assert (tricks.whiten_init, tricks.ghost_batch, tricks.bias_lr_factor) == (False, 32, 1.0)
+    assert tricks.dirac_init and tricks.average_every == 5  # the others as the recipe has them
+    assert train.parse_trick("average_every=none") == ("average_every", None)
+    for wrong in ("whiten", "whiten_init=maybe", "ghost_batch=a lot"):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--trick", wrong])

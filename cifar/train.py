@@ -1052,12 +1052,12 @@ def s10_fast_recipe() -> S10Config:
 
 
 def s10_tricks_recipe() -> S10Config:
-    """The fast recipe plus the published fast-training tricks (:class:`Tricks`), for 90% in 6 epochs.
+    """The fast recipe in 6 epochs plus the published fast-training tricks (:class:`Tricks`).
 
     Whitening and dirac initialisation, batch-norm scales frozen at 1 with biases at 64x the LR
     (and 1/64 the weight decay), a weight average every 5 steps, alternating flips, and multi-crop
-    test-time augmentation; tested after epochs 5 and 6. Ghost batch norm is left out: on a CPU
-    it costs a third of the step time.
+    test-time augmentation; tested after epochs 5 and 6. Ghost batch norm (``ghost_batch``) is
+    left out: its reshapes slow a CPU step.
     """
     tricks = Tricks(
         whiten_init=True, dirac_init=True, freeze_bn_weight=True, bias_lr_factor=64.0, average_every=5,

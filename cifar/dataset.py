@@ -193,12 +193,21 @@ def load_cifar10(
 
 
 def _download_cifar10(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision's download (its pinned URL and md5 checks); ``$CIFAR_DOWNLOAD_MIRROR`` changes only the URL."""
     from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
 
+    from .download import mirror_url
+
+    url = mirror_url(CIFAR10.url)
+    source = type("CIFAR10", (CIFAR10,), {"url": url})
     try:
-        dataset = CIFAR10(root=str(root), train=(split == "train"), download=True)
-    except Exception as error:  # no network, proxy, disk...
-        raise DataError(f"Downloading CIFAR-10 into {root} failed ({error}). {HOW_TO_GET_DATA}") from error
+        dataset = source(root=str(root), train=(split == "train"), download=True)
+    except Exception as error:  # no network, proxy, checksum, disk...
+        archive = root / CIFAR10.filename  # torchvision writes it in place: drop a partial or corrupt one
+        if archive.is_file() and not check_integrity(str(archive), CIFAR10.tgz_md5):
+            archive.unlink()
+        raise DataError(f"Downloading CIFAR-10 from {url} into {root} failed ({error}). {HOW_TO_GET_DATA}") from error
     if tuple(dataset.classes) != CIFAR10_CLASSES:
         raise DataError(f"torchvision's CIFAR10 classes changed: {dataset.classes}")
     return np.asarray(dataset.data, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)

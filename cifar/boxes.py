@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader
 from .model import ResNet50, load_imagenet_into
-from .utils import autocast, data_dir, get_device, resolve_amp_dtype, seed_everything
+from .utils import autocast, cache_dir, data_dir, get_device, resolve_amp_dtype, seed_everything
 
 #: Box columns of each supported CSV format.
 #: ``corners`` (alias ``pascal_voc``): xmin, ymin, xmax, ymax in pixels; x is the column, y the row
@@ -56,9 +56,9 @@ IMAGE_SIZE_COLUMNS = ("width", "height")
 MULTI_BOX_POLICIES = ("largest", "first", "error")
 
 HOW_TO_GET_RACCOON = (
-    "Set the environment variable CIFAR_DATA_DIR to a folder holding raccoon/train_labels.csv, "
-    "raccoon/test_labels.csv and raccoon/images/ (the offline copy of datitran/raccoon_dataset), "
-    "or pass root= / --data-dir."
+    "With CIFAR_DATA_DIR unset the set is downloaded (internet needed). Offline, set the environment "
+    "variable CIFAR_DATA_DIR to a folder holding raccoon/train_labels.csv, raccoon/test_labels.csv and "
+    "raccoon/images/ (the offline copy of datitran/raccoon_dataset), or pass root= / --data-dir."
 )
 
 
@@ -674,10 +674,16 @@ def raccoon_config(fast: bool = False, **changes) -> RaccoonConfig:
 
 
 def raccoon_root(root: str | Path | None = None) -> Path:
-    """The raccoon folder: ``root`` or ``$CIFAR_DATA_DIR/raccoon``; a DataError says how to fix a miss."""
+    """The raccoon folder: ``root``, else ``$CIFAR_DATA_DIR/raccoon``, else a download into the cache dir.
+
+    The download (:data:`cifar.download.RACCOON`: pinned commit, every file checked against its
+    SHA-256) goes to ``cache_dir()/raccoon`` and is reused. A DataError says how to fix a miss.
+    """
     folder = Path(root) if root is not None else data_dir("raccoon")
     if folder is None:
-        raise DataError(f"CIFAR_DATA_DIR is not set. {HOW_TO_GET_RACCOON}")
+        from .download import RACCOON, download_source
+
+        folder = download_source(RACCOON, cache_dir() / "raccoon")
     if not (folder / "train_labels.csv").is_file():
         raise DataError(f"{folder / 'train_labels.csv'} not found. {HOW_TO_GET_RACCOON}")
     return folder
@@ -752,7 +758,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cifar.boxes", description="Train the ResNet-50 raccoon box regressor (the lesson's recipe)."
     )
-    parser.add_argument("--data-dir", help="raccoon folder (default: $CIFAR_DATA_DIR/raccoon)")
+    parser.add_argument("--data-dir", help="raccoon folder (default: $CIFAR_DATA_DIR/raccoon, else downloaded)")
     parser.add_argument("--out", default="runs/raccoon", help="run folder: checkpoint, history, figures (resumes)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)

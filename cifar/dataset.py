@@ -602,6 +602,16 @@ def fish_group(path: str | Path) -> str:
     return match.group(1) if match else stem
 
 
+def kaggle_group(path: str | Path) -> str:
+    """The group of an image of Kaggle's fish set: its class folder and file stem, i.e. the image alone.
+
+    Kaggle's names (``00001.png`` ... in every class) say nothing about which fish a photo shows,
+    and :func:`fish_group` would put ``Trout/00001.png`` and ``Shrimp/00001.png`` in one group.
+    """
+    path = Path(path)
+    return f"{path.parent.name}/{path.stem}"
+
+
 def video_group(path: str | Path) -> str:
     """The video an image comes from: its file name before ``_fishN`` / ``_nofishN`` (a stricter key).
 

@@ -36,13 +36,14 @@ from .dataset import (
     fish_group,
     imagenet_eval_transforms,
     imagenet_train_transforms,
+    kaggle_group,
     make_loader,
     shared_group_fraction,
     split_indices,
 )
 from .scheduler import make_optimizer, one_cycle
 from .train import FitResult, describe_device, fit, predict, save_atomic, save_history
-from .utils import confusion_matrix, data_dir, get_device, resolve_amp_dtype, seed_everything
+from .utils import cache_dir, confusion_matrix, data_dir, get_device, resolve_amp_dtype, seed_everything
 
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 RANDOM_WEIGHTS = "random"
@@ -295,6 +296,32 @@ def _per_class(indices: np.ndarray, labels: np.ndarray, n: int | None, seed: int
     return np.sort(np.concatenate(keep))
 
 
+#: The fish lesson's data sources and how each one groups its images for a fair split.
+FISH_GROUPS: dict[str, Callable[[Path], str]] = {"egu2017": fish_group, "kaggle": kaggle_group}
+
+
+def fish_root(root: str | Path | None = None, source: str = "egu2017") -> Path:
+    """The class-folder root of the fish lesson's data.
+
+    ``source="egu2017"`` (the default, online and offline): ``root``, else
+    ``$CIFAR_DATA_DIR/fish_egu2017``, else a download into ``cache_dir()/fish_egu2017``
+    (:data:`cifar.download.FISH_EGU2017`: pinned commit, every file checked against its SHA-256).
+    ``source="kaggle"``: Kaggle's "A Large Scale Fish Dataset" (9 classes): ``root`` is a folder it
+    was downloaded to, else kagglehub downloads it (``pip install kagglehub`` and Kaggle credentials);
+    split it with ``group_fn=FISH_GROUPS["kaggle"]``, as its file names identify no fish.
+    """
+    from .download import FISH_EGU2017, download_kaggle_fish, download_source, kaggle_fish_root
+
+    if source not in FISH_GROUPS:
+        raise ValueError(f"source must be one of {sorted(FISH_GROUPS)}, not {source!r}")
+    if source == "kaggle":
+        return kaggle_fish_root(root if root is not None else download_kaggle_fish())
+    if root is not None:
+        return Path(root)
+    local = data_dir(FISH_EGU2017.name)
+    return local if local is not None else download_source(FISH_EGU2017, cache_dir() / FISH_EGU2017.name)
+
+
 def transfer_data(
     root: str | Path | None, config: TransferConfig, group_fn: Callable[[Path], str] = fish_group
 ) -> tuple[ImageFolderDataset, np.ndarray, np.ndarray, float]:
@@ -302,13 +329,10 @@ def transfer_data(
 
     Returns ``(dataset, train_idx, test_idx, shared)``; ``shared`` is the fraction of test
     images whose group (``group_fn`` of the path) also has images in training.
-    ``root`` None means ``$CIFAR_DATA_DIR/fish_egu2017``.
+    ``root`` None means :func:`fish_root`: ``$CIFAR_DATA_DIR/fish_egu2017``, else downloaded.
     """
     if root is None:
-        root = data_dir("fish_egu2017")
-        if root is None:
-            raise DataError("No image folder given: pass root / --data-dir, or set CIFAR_DATA_DIR to the folder "
-                            "holding fish_egu2017/.")  # fmt: skip
+        root = fish_root()
     dataset = ImageFolderDataset.from_folder(root, on_error=config.on_error, cache=config.cache)
     groups = [group_fn(path) for path in dataset.paths]
     train_idx, test_idx = split_indices(
@@ -462,7 +486,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m cifar.transfer",
         description="Fine-tune an ImageNet ResNet-34 on a class-folder image set (the fish lesson).",
     )
-    parser.add_argument("--data-dir", help="class-folder root (default: $CIFAR_DATA_DIR/fish_egu2017)")
+    parser.add_argument("--data-dir", help="class-folder root (default: $CIFAR_DATA_DIR/fish_egu2017, else downloaded)")
+    parser.add_argument("--source", choices=sorted(FISH_GROUPS), default="egu2017",
+                        help="kaggle: Kaggle's fish set (--data-dir: its download folder; else kagglehub)")  # fmt: skip
     parser.add_argument("--out", default="runs/fish", help="run folder: checkpoints, history, classifier, figures")
     parser.add_argument("--fast", action="store_true", help="smoke test: few images, 64x96, 1 step per epoch")
     parser.add_argument("--weights", default=defaults.weights, help="IMAGENET1K_V1, a resnet34 .pth file, or 'none'")
@@ -501,7 +527,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = get_device()
     print(f"device: {describe_device(device)}")
     try:
-        result = run_transfer(args.data_dir, config, out, device)
+        root = fish_root(args.data_dir, args.source)
+        result = run_transfer(root, config, out, device, group_fn=FISH_GROUPS[args.source])
     except DataError as error:
         sys.exit(f"error: {error}")
     plot_history(result.history, target=None).savefig(out / "curves.png", dpi=120, bbox_inches="tight")

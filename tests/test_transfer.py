@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import urllib.error
 from dataclasses import replace
 from pathlib import Path
@@ -229,9 +230,14 @@ def test_cli_fast_run_writes_the_run_folder(tmp_path):
         assert (out / name).is_file(), name
 
 
-def test_missing_data_is_explained(monkeypatch):
-    monkeypatch.delenv("CIFAR_DATA_DIR", raising=False)
-    with pytest.raises(DataError, match="CIFAR_DATA_DIR"):
+def test_missing_data_is_explained(monkeypatch, tmp_path):
+    monkeypatch.delenv("CIFAR_DATA_DIR", raising=False)  # no local copy: the download is tried, and fails here
+    monkeypatch.setenv("CIFAR_CACHE_DIR", str(tmp_path / "cache"))
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("CIFAR_DOWNLOAD_MIRROR", f"http://127.0.0.1:{port}/")
+    with pytest.raises(DataError, match=f"Cannot download http://127.0.0.1:{port}/kratzert/.*CIFAR_DATA_DIR"):
         run_transfer(None, _tiny_config(), device=CPU, progress=False, log=_quiet)
 
 

@@ -30,7 +30,6 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,21 +163,15 @@ def download_file(url: str, dest: str | Path, sha256: str, progress: bool = True
     return dest
 
 
-def download_source(
-    source: Source,
-    dest: str | Path,
-    progress: bool = True,
-    select: Callable[[str], bool] | None = None,
-) -> Path:
+def download_source(source: Source, dest: str | Path, progress: bool = True) -> Path:
     """Every file of ``source`` in ``dest`` (the local layout, see :meth:`Source.local_path`), checked.
 
     Files already there with the right checksum are kept; the others are downloaded
     (:func:`download_file`, several at a time) with one progress bar counting files.
-    The first failure raises its :class:`DataError`. ``select`` (a test hook) keeps only
-    the repository paths it returns True for. Returns ``dest``.
+    The first failure raises its :class:`DataError`. Returns ``dest``.
     """
     dest = Path(dest)
-    entries = [(path, digest) for path, digest in source.files() if select is None or select(path)]
+    entries = source.files()
     local_copy = f"{source.name}/ (the files of {source.repository} at commit {source.commit[:10]})"
     missing = [(p, d) for p, d in entries if not _verified(dest / source.local_path(p), d)]
     if not missing:

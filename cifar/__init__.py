@@ -1,93 +1,125 @@
 """cifar: the support package of the residual-networks course.
 
-Modules: ``dataset`` (CIFAR-10 and class-folder data, transforms, splits), ``model``
-(CustomResNet, ResNet-50 from scratch), ``train`` (training engine, S10 recipe), ``scheduler``
-(optimizers, one-cycle, LR range test), ``utils`` (device, seeding, plots, Grad-CAM), ``rf``
-(receptive fields), ``boxes`` (bounding-box regression), ``transfer`` (ResNet-34 transfer learning).
+Library: ``dataset`` (CIFAR-10 and class-folder data, transforms, splits), ``model``
+(CustomResNet, ResNet-50 from scratch), ``train`` (the training engine: one epoch, evaluation,
+a resumable ``fit``), ``scheduler`` (optimizers, one-cycle, LR range test), ``artifacts``
+(atomic saves, run summaries, the weights format), ``utils`` (data location, device, precision,
+seeding, plots, Grad-CAM), ``rf`` (receptive fields), ``bench`` (throughput), ``cli`` (the
+commands' shared options). Lessons: ``s10`` (the S10 CustomResNet on CIFAR-10), ``boxes``
+(ResNet-50 bounding-box regression on the raccoon photos), ``transfer`` (ResNet-34 transfer
+learning on the fish photos).
+
+The names below are importable from ``cifar`` directly; each module is imported the first
+time one of its names is used, so ``import cifar`` itself is cheap.
 """
 
-import warnings
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-# `python -m cifar.train` (and .boxes, .rf, .transfer) imports the package first, which already
-# imports those modules; runpy then warns that the module is in sys.modules. It is harmless here.
-warnings.filterwarnings("ignore", message=r"'cifar\.\w+' found in sys.modules", category=RuntimeWarning)
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "dataset": (
+        "AlbumentationsDataset",
+        "CIFAR10_CLASSES",
+        "DataError",
+        "IMAGENET_MEAN",
+        "IMAGENET_STD",
+        "ImageFolderDataset",
+        "fish_group",
+        "imagenet_eval_transforms",
+        "imagenet_train_transforms",
+        "load_cifar10",
+        "make_loader",
+        "mean_std",
+        "scan_class_folders",
+        "shared_group_fraction",
+        "split_indices",
+        "test_transforms",
+        "train_transforms",
+        "video_group",
+    ),
+    "model": (
+        "BasicBlock",
+        "Bottleneck",
+        "ConvBlock",
+        "CustomResNet",
+        "RESNET50_PARAMETERS",
+        "ResNet",
+        "ResNet50",
+        "ResidualBlock",
+        "Stage",
+        "count_weighted_layers",
+        "load_imagenet_into",
+        "load_torchvision_resnet50",
+    ),
+    "rf": ("empirical_receptive_field", "receptive_field_table"),
+    "scheduler": ("find_lr", "lr_trace", "make_optimizer", "one_cycle"),
+    "train": (
+        "Checkpoint",
+        "FitResult",
+        "WeightAverage",
+        "accuracy_score",
+        "evaluate",
+        "first_epoch_reaching",
+        "fit",
+        "predict",
+        "train_one_epoch",
+    ),
+    "s10": (
+        "RECIPES",
+        "S10Config",
+        "Tricks",
+        "evaluate_weights",
+        "load_s10_weights",
+        "restore_run",
+        "s10_config",
+        "s10_data",
+        "s10_fast_recipe",
+        "s10_find_lr",
+        "s10_fit",
+        "s10_max_lr",
+        "s10_model",
+        "s10_original_recipe",
+        "s10_tricks_recipe",
+        "save_s10_weights",
+    ),
+    "artifacts": ("load_weights", "save_weights"),
+    "utils": (
+        "autocast_dtype",
+        "confusion_matrix",
+        "count_parameters",
+        "data_dir",
+        "denormalize",
+        "describe_device",
+        "fast_mode",
+        "get_device",
+        "grad_scaler",
+        "gradcam_overlays",
+        "misclassified_indices",
+        "needs_grad_scaler",
+        "per_class_accuracy",
+        "plot_confusion",
+        "plot_history",
+        "plot_lrs",
+        "resolve_amp_dtype",
+        "seed_everything",
+        "show_images",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
 
-from .dataset import (
-    CIFAR10_CLASSES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    AlbumentationsDataset,
-    DataError,
-    ImageFolderDataset,
-    fish_group,
-    imagenet_eval_transforms,
-    imagenet_train_transforms,
-    load_cifar10,
-    make_loader,
-    mean_std,
-    scan_class_folders,
-    shared_group_fraction,
-    split_indices,
-    test_transforms,
-    train_transforms,
-    video_group,
-)
-from .model import (
-    RESNET50_PARAMETERS,
-    BasicBlock,
-    Bottleneck,
-    ConvBlock,
-    CustomResNet,
-    ResidualBlock,
-    ResNet,
-    ResNet50,
-    Stage,
-    count_weighted_layers,
-    load_imagenet_into,
-    load_torchvision_resnet50,
-)
-from .rf import empirical_receptive_field, receptive_field_table
-from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle
-from .train import (
-    FitResult,
-    S10Config,
-    accuracy_score,
-    evaluate,
-    evaluate_weights,
-    first_epoch_reaching,
-    fit,
-    load_s10_weights,
-    predict,
-    restore_run,
-    s10_config,
-    s10_data,
-    s10_fast_recipe,
-    s10_find_lr,
-    s10_fit,
-    s10_max_lr,
-    s10_model,
-    s10_original_recipe,
-    train_one_epoch,
-)
-from .utils import (
-    autocast_dtype,
-    confusion_matrix,
-    count_parameters,
-    data_dir,
-    denormalize,
-    fast_mode,
-    get_device,
-    grad_scaler,
-    gradcam_overlays,
-    misclassified_indices,
-    needs_grad_scaler,
-    per_class_accuracy,
-    plot_confusion,
-    plot_history,
-    plot_lrs,
-    resolve_amp_dtype,
-    seed_everything,
-    show_images,
-)
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cifar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -31,8 +31,7 @@ from torch import nn
 
 from .dataset import AlbumentationsDataset, TensorBatches, load_cifar10, make_loader, train_transforms
 from .model import CustomResNet
-from .train import describe_device
-from .utils import autocast, autocast_dtype, get_device, grad_scaler, seed_everything
+from .utils import autocast, autocast_dtype, describe_device, get_device, grad_scaler, seed_everything
 
 MEAN, STD = (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)
 

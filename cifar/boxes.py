@@ -567,7 +567,7 @@ def measure_latency(
     precision the model is trained and tested in on ``device`` (:func:`cifar.utils.autocast_dtype`),
     None fp32.
     """
-    from .train import describe_device
+    from .utils import describe_device
 
     device = device or next(model.parameters()).device
     amp_dtype = resolve_amp_dtype(device, amp_dtype)
@@ -791,7 +791,7 @@ def main(argv: list[str] | None = None) -> dict:
         run = train_raccoon(config, out, args.data_dir, device)
     except DataError as error:
         sys.exit(f"error: {error}")
-    from .train import describe_device
+    from .utils import describe_device
 
     seconds = time.time() - started
     command = "python -m cifar.boxes " + " ".join(argv if argv is not None else sys.argv[1:])

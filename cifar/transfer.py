@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .artifacts import save_atomic, save_history
 from .dataset import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -42,8 +43,16 @@ from .dataset import (
     split_indices,
 )
 from .scheduler import make_optimizer, one_cycle
-from .train import FitResult, describe_device, fit, predict, save_atomic, save_history
-from .utils import cache_dir, confusion_matrix, data_dir, get_device, resolve_amp_dtype, seed_everything
+from .train import FitResult, fit, predict
+from .utils import (
+    cache_dir,
+    confusion_matrix,
+    data_dir,
+    describe_device,
+    get_device,
+    resolve_amp_dtype,
+    seed_everything,
+)
 
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 RANDOM_WEIGHTS = "random"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 from contextlib import nullcontext
 from pathlib import Path
@@ -105,6 +106,37 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+PRECISIONS: dict[str, torch.dtype | None | str] = {
+    "auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None,
+}  # fmt: skip
+
+
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """How the provenance records name an arithmetic: bf16 / fp16 autocast, or fp32."""
+    return {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(amp_dtype, "fp32")
+
+
+def describe_device(device: torch.device, amp_dtype: torch.dtype | None | str = "auto") -> str:
+    """A human name for the hardware (and, when ``amp_dtype`` is given, the arithmetic), for provenance records."""
+    if amp_dtype != "auto":
+        return f"{describe_device(device)}, {precision_name(amp_dtype)}"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"MPS: Apple GPU ({platform.machine()})"
+    if device.type != "cpu":
+        return f"{device.type.upper()}: {device}"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {name}, {torch.get_num_threads()} threads"
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

@@ -7,10 +7,10 @@ import torch
 from test_train import Tiny, _loaders, _StopAfter
 from torch import nn
 
-from cifar import train
+from cifar import s10, train
 from cifar.dataset import AlbumentationsDataset, make_loader
 from cifar.scheduler import make_optimizer, one_cycle
-from cifar.utils import autocast_dtype, grad_scaler, needs_grad_scaler, seed_everything
+from cifar.utils import autocast_dtype, describe_device, grad_scaler, needs_grad_scaler, seed_everything
 
 CPU = torch.device("cpu")
 
@@ -187,10 +187,10 @@ def test_a_bf16_checkpoint_has_no_scaler_state(tmp_path):
 
 
 def test_describe_device_names_mps_and_cpu():
-    mps = train.describe_device(torch.device("mps"))
+    mps = describe_device(torch.device("mps"))
     assert "MPS" in mps and "CPU" not in mps
-    assert train.describe_device(CPU).startswith("CPU")
-    assert train.describe_device(torch.device("mps"), None).endswith(", fp32")
+    assert describe_device(CPU).startswith("CPU")
+    assert describe_device(torch.device("mps"), None).endswith(", fp32")
 
 
 def test_loaders_follow_the_given_device():
@@ -211,11 +211,11 @@ def test_s10_data_takes_the_device_given(monkeypatch):
         images = torch.randint(0, 256, (100, 32, 32, 3), dtype=torch.uint8).numpy()
         return images, (torch.arange(100) % 10).numpy()
 
-    monkeypatch.setattr(train, "get_device", no_choosing)
+    monkeypatch.setattr(s10, "get_device", no_choosing)
     monkeypatch.setattr(dataset, "get_device", no_choosing)
-    monkeypatch.setattr(dataset, "load_cifar10", random_cifar10)
+    monkeypatch.setattr(s10, "load_cifar10", random_cifar10)
     for recipe in ("fast", "lesson"):  # the tensor loader and the albumentations one
-        data = train.s10_data(train.s10_config(fast=True, recipe=recipe), device=CPU)
+        data = s10.s10_data(s10.s10_config(fast=True, recipe=recipe), device=CPU)
         assert getattr(data.train_loader, "device", CPU) == CPU and data.test_loader.num_workers == 0
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifar import train
+from cifar import s10, train
 from cifar.dataset import AlbumentationsDataset, make_loader, train_transforms
 from cifar.scheduler import lr_trace, make_optimizer, one_cycle
 from cifar.utils import autocast_dtype, seed_everything
@@ -191,7 +191,7 @@ def test_lr_range_test_suggests_and_restores(tmp_path):
 
 def test_cli_fast_run_writes_everything(cifar10_root, tmp_path):
     out = tmp_path / "run"
-    summary = train.main([
+    summary = s10.main([
         "--data-dir", str(cifar10_root), "--out", str(out), "--weights", str(tmp_path / "w.pt"),
         "--epochs", "1", "--batch-size", "32", "--finder-iters", "20", "--train-subset", "320",
         "--test-subset", "100",
@@ -209,7 +209,7 @@ def test_cli_fast_run_writes_everything(cifar10_root, tmp_path):
 def test_cli_without_data_says_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("CIFAR_DATA_DIR", raising=False)
     with pytest.raises(SystemExit) as stop:
-        train.main(["--out", str(tmp_path / "run")])
+        s10.main(["--out", str(tmp_path / "run")])
     assert "CIFAR_DATA_DIR" in str(stop.value) and "--data-dir" in str(stop.value)
 
 
@@ -227,15 +227,15 @@ def test_flip_test_time_augmentation_averages_both_views():
 
 
 def test_fast_recipe_is_pages_resnet9_recipe():
-    config = train.s10_fast_recipe()
+    config = s10.s10_fast_recipe()
     assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (11, "sgd", 0.4, 0.2)
-    assert config.eval_every == 6 and train.S10Config().eval_every == 1  # the lesson tests every epoch
+    assert config.eval_every == 6 and s10.S10Config().eval_every == 1  # the lesson tests every epoch
     assert config.extra == {"loader": "tensor", "flip_tta": True, "logit_scale": 0.125}
-    assert train.s10_model(config).logit_scale == 0.125
+    assert s10.s10_model(config).logit_scale == 0.125
 
 
 def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
-    summary = train.main([
+    summary = s10.main([
         "--recipe", "fast", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
         "--weights", str(tmp_path / "w.pt"), "--epochs", "1", "--train-subset", "600", "--test-subset", "100",
     ])  # fmt: skip
@@ -243,7 +243,7 @@ def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
     record = json.loads((tmp_path / "w.json").read_text())
     assert record["recipe"]["optimizer"] == "sgd" and record["recipe"]["max_lr_from"] == "given"
     assert record["recipe"]["augmentation"] == "cifar.dataset.TensorBatches"
-    model, _ = train.load_s10_weights(tmp_path / "w.pt")
+    model, _ = s10.load_s10_weights(tmp_path / "w.pt")
     assert model.logit_scale == 0.125
 
     # a run resumed on another machine says so: its timings mix two machines
@@ -251,7 +251,7 @@ def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     (tmp_path / "run" / "summary.json").write_text(json.dumps({**saved, "device": "CPU: another machine"}))
     for _ in range(2):  # resuming twice on this machine names it once
-        resumed = train.main([
+        resumed = s10.main([
             "--recipe", "fast", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
             "--weights", str(tmp_path / "w.pt"), "--epochs", "1", "--train-subset", "600", "--test-subset", "100",
         ])  # fmt: skip
@@ -260,19 +260,19 @@ def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
 
 
 def test_recipes_and_command_line_overrides():
-    lesson, original = train.S10Config(), train.s10_original_recipe()
+    lesson, original = s10.S10Config(), s10.s10_original_recipe()
     assert (lesson.optimizer, lesson.weight_decay, lesson.label_smoothing) == ("sgd", 5e-4, 0.2)
     assert (original.optimizer, original.weight_decay, original.label_smoothing) == ("adam", 1e-4, 0.0)
     assert (original.finder_start_lr, original.finder_end_lr, original.extra) == (1e-7, 0.1, {})
     assert (lesson.finder_rule, original.finder_rule) == ("steepest", "min/10")
     assert lesson.epochs == original.epochs == 24 and lesson.pct_start == original.pct_start == 5 / 24
-    assert train.s10_model(lesson).logit_scale == 0.125 and train.s10_model(original).logit_scale == 1.0
-    smoke = train.s10_config(fast=True, recipe="original")
+    assert s10.s10_model(lesson).logit_scale == 0.125 and s10.s10_model(original).logit_scale == 1.0
+    smoke = s10.s10_config(fast=True, recipe="original")
     assert (smoke.optimizer, smoke.epochs, smoke.train_subset) == ("adam", 2, 640)
-    assert train.config_from_args(train.parse_args([])) == lesson
-    assert train.config_from_args(train.parse_args(["--recipe", "original"])) == original
-    args = train.parse_args(["--recipe", "original", "--epochs", "3", "--label-smoothing", "0.1"])
-    tuned = train.config_from_args(args)
+    assert s10.config_from_args(s10.parse_args([])) == lesson
+    assert s10.config_from_args(s10.parse_args(["--recipe", "original"])) == original
+    args = s10.parse_args(["--recipe", "original", "--epochs", "3", "--label-smoothing", "0.1"])
+    tuned = s10.config_from_args(args)
     assert (tuned.optimizer, tuned.epochs, tuned.label_smoothing, tuned.weight_decay) == ("adam", 3, 0.1, 1e-4)
 
 
@@ -295,8 +295,8 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
 
     args = ["--data-dir", str(cifar10_root), "--epochs", "2", "--batch-size", "64", "--finder-iters", "10",
             "--train-subset", "600", "--test-subset", "100"]  # fmt: skip
-    train.main([*args, "--out", str(tmp_path / "run"), "--weights", str(tmp_path / "w.pt")])
-    summary = train.main([*args, "--out", str(tmp_path / "restored"), "--restore", str(tmp_path / "w.pt")])
+    s10.main([*args, "--out", str(tmp_path / "run"), "--weights", str(tmp_path / "w.pt")])
+    summary = s10.main([*args, "--out", str(tmp_path / "restored"), "--restore", str(tmp_path / "w.pt")])
     original = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     restored = torch.load(tmp_path / "restored" / "checkpoint.pt", weights_only=False)
     assert restored["lrs"] == original["lrs"] and len(restored["lrs"]) == 2 * 10  # recomputed, batch by batch
@@ -306,16 +306,16 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
     assert summary["history"] == original["history"] and (tmp_path / "restored" / "history.csv").is_file()
 
     # the notebook's cells find the run finished: the recorded peak LR, nothing trained, the saved weights
-    config = train.config_from_args(train.parse_args(args))
-    model, logs = train.s10_model(config), []
+    config = s10.config_from_args(s10.parse_args(args))
+    model, logs = s10.s10_model(config), []
     data = SimpleNamespace(train_loader=_NeverIterated(10), test_loader=None)
     capsys.readouterr()
-    max_lr, figure = train.s10_max_lr(model, data, config, torch.device("cpu"), tmp_path / "restored")
+    max_lr, figure = s10.s10_max_lr(model, data, config, torch.device("cpu"), tmp_path / "restored")
     assert max_lr == summary["max_lr"] and figure is None and "no range-test plot" in capsys.readouterr().out
-    result = train.s10_fit(model, data, config, max_lr, torch.device("cpu"), tmp_path / "restored", log=logs.append)
+    result = s10.s10_fit(model, data, config, max_lr, torch.device("cpu"), tmp_path / "restored", log=logs.append)
     assert result.history == original["history"] and result.lrs == original["lrs"]
     assert "restored from w.pt" in logs[0] and "nothing left to train" in logs[0]
-    saved, _ = train.load_s10_weights(tmp_path / "w.pt")
+    saved, _ = s10.load_s10_weights(tmp_path / "w.pt")
     for name, value in saved.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
 
@@ -324,8 +324,8 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
     rerun.mkdir()
     shutil.copy(tmp_path / "run" / "lr_finder.png", rerun)
     (rerun / "summary.json").write_text(json.dumps({"config": summary["config"], "max_lr": 2 * max_lr}))
-    train.restore_run(tmp_path / "w.pt", rerun, config)
-    assert train.s10_max_lr(model, data, config, torch.device("cpu"), rerun)[0] == max_lr
+    s10.restore_run(tmp_path / "w.pt", rerun, config)
+    assert s10.s10_max_lr(model, data, config, torch.device("cpu"), rerun)[0] == max_lr
     assert f"re-run in this folder, which suggests {2 * max_lr:.3e}" in capsys.readouterr().out
 
     # it cannot be trained further, it does not overwrite a real run, and it refuses another recipe
@@ -334,6 +334,6 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
         train.fit(model, data.train_loader, None, optimizer, None, 3, torch.device("cpu"),
                   checkpoint_dir=tmp_path / "restored", log=lambda *_: None)  # fmt: skip
     with pytest.raises(ValueError, match="own checkpoint"):
-        train.restore_run(tmp_path / "w.pt", tmp_path / "run", config)
+        s10.restore_run(tmp_path / "w.pt", tmp_path / "run", config)
     with pytest.raises(SystemExit, match="another recipe"):
-        train.main(["--restore", str(tmp_path / "w.pt"), "--recipe", "fast", "--out", str(tmp_path / "other")])
+        s10.main(["--restore", str(tmp_path / "w.pt"), "--recipe", "fast", "--out", str(tmp_path / "other")])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from cifar import dataset, train
+from cifar import dataset, s10, train
 from cifar.model import (
     CustomResNet,
     GhostBatchNorm2d,
@@ -219,14 +220,14 @@ def test_shift_tta_averages_flips_of_the_shifted_images():
 
 
 def test_tricks_recipe_and_the_lesson_recipe():
-    config = train.s10_tricks_recipe()
-    assert config.epochs <= 6 and config.tricks.any() and not train.S10Config().tricks.any()
-    assert train.RECIPES["tricks"] is train.s10_tricks_recipe
-    assert "tricks" not in train.recipe_record(train.S10Config(), 0.1)  # older records stay as they were
-    assert train.recipe_record(config, 0.4)["tricks"]["whiten_init"] is True
+    config = s10.s10_tricks_recipe()
+    assert config.epochs <= 6 and config.tricks.any() and not s10.S10Config().tricks.any()
+    assert s10.RECIPES["tricks"] is s10.s10_tricks_recipe
+    assert "tricks" not in s10.recipe_record(s10.S10Config(), 0.1)  # older records stay as they were
+    assert s10.recipe_record(config, 0.4)["tricks"]["whiten_init"] is True
     with pytest.raises(ValueError, match="needs the data"):
-        train.s10_model(config)
-    plain = train.s10_model(train.S10Config())
+        s10.s10_model(config)
+    plain = s10.s10_model(s10.S10Config())
     assert count_parameters(plain) == 6_573_130
 
 
@@ -234,23 +235,23 @@ def test_cli_tricks_recipe_runs_records_and_evaluates(cifar10_root, tmp_path, ca
     args = ["--recipe", "tricks", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
             "--weights", str(tmp_path / "w.pt"), "--epochs", "1", "--batch-size", "64", "--train-subset", "640",
             "--test-subset", "100", "--precision", "fp32"]  # fmt: skip
-    summary = train.main(args)
+    summary = s10.main(args)
     assert summary["device"].endswith(", fp32")
     record = json.loads((tmp_path / "w.json").read_text())
-    assert record["recipe"]["tricks"] == json.loads(json.dumps(train.asdict(train.s10_tricks_recipe().tricks)))
-    model, _ = train.load_s10_weights(tmp_path / "w.pt")  # a plain CustomResNet
+    assert record["recipe"]["tricks"] == json.loads(json.dumps(asdict(s10.s10_tricks_recipe().tricks)))
+    model, _ = s10.load_s10_weights(tmp_path / "w.pt")  # a plain CustomResNet
     assert type(model) is CustomResNet and all(type(m) is not GhostBatchNorm2d for m in model.modules())
     bn_weights = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(bool((w == 1).all()) for w in bn_weights)  # frozen at 1
 
 
 def test_command_line_sets_single_tricks():
-    args = train.parse_args(["--recipe", "tricks", "--trick", "whiten_init=off", "--trick", "ghost_batch=32",
+    args = s10.parse_args(["--recipe", "tricks", "--trick", "whiten_init=off", "--trick", "ghost_batch=32",
                              "--trick", "bias_lr_factor=1"])  # fmt: skip
-    tricks = train.config_from_args(args).tricks
+    tricks = s10.config_from_args(args).tricks
     assert (tricks.whiten_init, tricks.ghost_batch, tricks.bias_lr_factor) == (False, 32, 1.0)
     assert tricks.dirac_init and tricks.average_every == 5  # the others as the recipe has them
-    assert train.parse_trick("average_every=none") == ("average_every", None)
+    assert s10.parse_trick("average_every=none") == ("average_every", None)
     for wrong in ("whiten", "whiten_init=maybe", "ghost_batch=a lot"):
         with pytest.raises(SystemExit):
-            train.parse_args(["--trick", wrong])
+            s10.parse_args(["--trick", wrong])

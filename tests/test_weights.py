@@ -16,7 +16,8 @@ import torch
 
 from cifar.dataset import file_sha256
 from cifar.model import CustomResNet
-from cifar.train import S10Config, first_epoch_reaching, load_s10_weights, main, restore_run, s10_fast_recipe
+from cifar.s10 import S10Config, load_s10_weights, main, restore_run, s10_fast_recipe
+from cifar.train import first_epoch_reaching
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 S10_WEIGHTS = sorted(

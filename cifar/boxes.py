@@ -33,12 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
-from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader
+from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader, read_image
 from .model import ResNet50, load_imagenet_into
 from .utils import autocast, cache_dir, data_dir, get_device, resolve_amp_dtype, seed_everything
 
@@ -70,14 +69,6 @@ def xyhw_to_corners(x: float, y: float, height: float, width: float) -> tuple[fl
     return x, y, x + width, y + height
 
 
-def _image_size(path: Path, where: str) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:  # reads the header only
-            return image.size
-    except Exception as error:  # PIL raises several types for broken files
-        raise DataError(f"{where}: cannot read image {path} ({error}). Replace or delete this file.") from error
-
-
 def read_box_csv(
     csv_path: str | Path,
     image_dir: str | Path | None = None,
@@ -93,7 +84,9 @@ def read_box_csv(
     names the row (data rows count from 1; the CSV line is row + 1) and the image file for a
     non-numeric or negative coordinate, an empty box, a missing or unreadable image, an image
     size that differs from the CSV's ``width``/``height`` columns, or a box outside its image.
-    A missing column is reported with the columns found.
+    A missing column is reported with the columns found. Each image is decoded in full once
+    (:func:`cifar.dataset.read_image`; a few ms per raccoon photo) and its size taken from the
+    pixels, so a truncated file is reported here rather than when a batch first needs it.
 
     Several boxes on one image (several raccoons): ``multi_box="largest"`` keeps the box of
     largest area (the first one on ties), ``"first"`` the first row, ``"error"`` refuses them.
@@ -144,7 +137,11 @@ def read_box_csv(
         if not filename or not path.is_file():
             raise DataError(f"{where}: image file {path} not found.")
         if filename not in sizes:
-            sizes[filename] = _image_size(path, where)
+            try:
+                height, width = read_image(path).shape[:2]
+            except DataError as error:
+                raise DataError(f"{where}: {error}") from error
+            sizes[filename] = (width, height)
         width, height = sizes[filename]
         if check_size:
             stated = tuple(str(row[c]).strip() for c in IMAGE_SIZE_COLUMNS)
@@ -287,12 +284,7 @@ class BoxDataset(Dataset):
         """Image ``index`` as an RGB uint8 HWC array at its original size."""
         if index in self._cache:
             return self._cache[index]
-        path = self.records.loc[index, "path"]
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        except Exception as error:
-            raise DataError(f"Cannot read image {path} ({error}). Replace or delete this file.") from error
+        array = read_image(self.records.loc[index, "path"])
         if self.cache_images:
             self._cache[index] = array
         return array

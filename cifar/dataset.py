@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+import zlib
 from pathlib import Path
 
 import albumentations as A
@@ -53,13 +54,38 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
-    """Decode one image to an RGB uint8 array, naming the file if it is unreadable."""
+READ_MODES = ("RGB", "RGBA", "L", "LA")  # PIL modes with 8-bit channels that read_image can return
+
+
+def _unreadable(name: str, error: Exception) -> DataError:
+    """The one wording of an image that cannot be read: the file, PIL's reason, the fix."""
+    return DataError(f"Cannot read image {name} ({type(error).__name__}: {error}). Replace or delete this file.")
+
+
+def read_image(source: str | Path | bytes, name: str | None = None, mode: str = "RGB") -> np.ndarray:
+    """Decode one image file (or its bytes) completely into a uint8 array, HWC (HW for ``"L"``).
+
+    Every dataset of the package reads its images through here. The pixels are decoded now, not
+    just the header, so a truncated or corrupt file fails at once; that, a missing file or an
+    unknown format raises :class:`DataError` naming ``name`` (default: the path; give one for
+    bytes, e.g. ``archive.zip:member``). ``mode`` is one of :data:`READ_MODES`; a greyscale or
+    palette file asked for as ``"RGB"`` is converted.
+    """
+    if mode not in READ_MODES:
+        raise ValueError(f"mode must be one of {READ_MODES}, not {mode!r}")
+    if name is None:
+        name = "<image bytes>" if isinstance(source, bytes) else str(source)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except Exception as error:  # PIL raises several types for broken files
-        raise DataError(f"Cannot read image {name}: {error}. Replace or delete this file.") from error
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            return np.asarray(image.convert(mode), dtype=np.uint8)  # convert() decodes every pixel
+    except FileNotFoundError as error:
+        raise DataError(f"Image file {name} not found. Restore it, or correct the path that names it.") from error
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
+        raise _unreadable(name, error) from error
+
+
+#: The name the lessons use (notebook 03): the same function as :func:`read_image`.
+read_rgb = read_image
 
 
 def _stack(images: list[np.ndarray], labels: list[int], where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +118,7 @@ def read_class_folders(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray
         if not files:
             raise DataError(f"Class folder {class_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
         for path in files:
-            images.append(_decode(path.read_bytes(), str(path)))
+            images.append(read_image(path))
             labels.append(label)
     return _stack(images, labels, str(root))
 
@@ -115,7 +141,11 @@ def read_class_zip(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
                 continue
             label = _class_index(parts[1], f"{archive}:{split}/")
             seen.add(parts[1])
-            images.append(_decode(zf.read(name), f"{archive}:{name}"))
+            try:
+                data = zf.read(name)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # bad CRC, broken deflate stream
+                raise _unreadable(f"{archive}:{name}", error) from error
+            images.append(read_image(data, f"{archive}:{name}"))
             labels.append(label)
     if not images:
         raise DataError(
@@ -471,22 +501,24 @@ def scan_class_folders(root: str | Path) -> tuple[list[str], list[tuple[Path, in
     return classes, samples
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """One image file as an RGB uint8 HWC array; an unreadable file raises DataError naming it."""
+def _check_image(path: Path) -> DataError | None:
+    """None if ``path`` is a whole, readable image, else the :class:`DataError` that names it.
+
+    A PNG is checked with PIL's ``verify``: the CRC of every chunk up to the end marker, which
+    catches a truncated file or damaged bytes without decoding (about 20x faster on the fish
+    set). PIL verifies no other format, so any other file is decoded in full by :func:`read_image`.
+    """
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except Exception as error:  # PIL raises several types for broken files
-        raise DataError(f"Cannot read image {path}: {error}. Replace or delete this file.") from error
-
-
-def _check_image(path: Path) -> str | None:
-    """None if PIL can parse the file (header and chunks, without decoding), else the reason."""
+            if image.format == "PNG":
+                image.verify()
+                return None
+    except Exception as error:  # broken header or chunk: read_image would fail the same way
+        return _unreadable(str(path), error)
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as error:
-        return f"{type(error).__name__}: {error}"
+        read_image(path)
+    except DataError as error:
+        return error
     return None
 
 
@@ -528,10 +560,12 @@ class ImageFolderDataset(Dataset):
     ) -> ImageFolderDataset:
         """Every image under ``root`` (see :func:`scan_class_folders`), checked up front.
 
-        With ``check`` each file is parsed once (PIL ``verify``, no decoding): an unreadable
-        one raises :class:`DataError` naming it (``on_error="raise"``) or is left out with one
-        warning that counts and names the skipped files (``on_error="skip"``; they are listed
-        in ``.skipped``). A file that passes the check but fails to decode later still raises.
+        With ``check`` each file is checked once (a PNG by its chunk checksums, any other format
+        by decoding it; see :func:`_check_image`), so a truncated file is found here, not
+        mid-epoch: an unreadable one raises :class:`DataError` naming it (``on_error="raise"``)
+        or is left out with one warning that counts and names the skipped files
+        (``on_error="skip"``; they are listed in ``.skipped``). Without ``check`` a broken file
+        raises the same error when it is first read.
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -540,15 +574,13 @@ class ImageFolderDataset(Dataset):
         if check:
             kept = []
             for path, label in samples:
-                reason = _check_image(path)
-                if reason is None:
+                error = _check_image(path)
+                if error is None:
                     kept.append((path, label))
                 elif on_error == "raise":
-                    raise DataError(
-                        f"Cannot read image {path}: {reason}. Replace or delete this file, or pass on_error='skip'."
-                    )
+                    raise DataError(f"{error} Or pass on_error='skip' to leave unreadable files out.") from error
                 else:
-                    skipped.append((path, reason))
+                    skipped.append((path, str(error)))
             if skipped:
                 import warnings
 
@@ -577,7 +609,7 @@ class ImageFolderDataset(Dataset):
         path = self.paths[index]
         if self._cache is not None and path in self._cache:
             return self._cache[path]
-        image = read_rgb(path)
+        image = read_image(path)
         if self._cache is not None:
             self._cache[path] = image
         return image

@@ -113,8 +113,19 @@ def test_missing_column_names_the_file_and_columns(photos):
 
 def test_unreadable_image_is_named(photos):
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(DataError, match=r"row 1 \(line 2\), image 'broken.jpg': cannot read image"):
+    with pytest.raises(DataError, match=r"row 1 \(line 2\), image 'broken.jpg': Cannot read image .*broken\.jpg"):
         read_box_csv(_csv(photos, ["broken.jpg,80,60,raccoon,1,1,5,5"]))
+
+
+def test_truncated_jpeg_is_caught_when_the_csv_is_read(photos):
+    # its header is intact (size 200x150 readable), the pixels stop half-way: only a full decode notices
+    _image(photos / "cut.jpg", width=200, height=150)
+    data = (photos / "cut.jpg").read_bytes()
+    (photos / "cut.jpg").write_bytes(data[: len(data) // 2])
+    path = _csv(photos, ["a.jpg,80,60,raccoon,10,5,50,45", "cut.jpg,200,150,raccoon,10,5,50,45"])
+    for read in (read_box_csv, BoxDataset):
+        with pytest.raises(DataError, match=r"row 2 \(line 3\), image 'cut.jpg': Cannot read image .*cut\.jpg"):
+            read(path)
 
 
 def test_several_boxes_keep_the_largest(photos):
@@ -253,6 +264,21 @@ def test_raccoon_csvs(raccoon):
     test = BoxDataset(raccoon / "test_labels.csv", raccoon / "images")
     assert (len(train), len(test), train.multi_box_images, test.multi_box_images) == (160, 40, 12, 4)
     assert not set(train.records.filename) & set(test.records.filename)
+
+
+def test_greyscale_raccoon_photos_load_as_rgb(raccoon):
+    records = read_box_csv(raccoon / "raccoon_labels.csv", raccoon / "images")
+    grey = []
+    for index, path in enumerate(records.path):
+        with Image.open(path) as image:
+            if image.mode == "L":
+                grey.append(index)
+    assert len(grey) == 3  # raccoon-150, -152 and -161.jpg are single-channel JPEGs
+    dataset = BoxDataset(raccoon / "raccoon_labels.csv", raccoon / "images", cache_images=False)
+    for index in grey:
+        image = dataset.load_image(index)
+        assert image.dtype == np.uint8 and image.shape == (records.height[index], records.width[index], 3)
+        assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
 
 
 def test_fast_training_run_on_real_photos(raccoon, tmp_path):

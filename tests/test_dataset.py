@@ -135,6 +135,34 @@ def test_truncated_image_is_named(tmp_path):
         load_cifar10("test", root=root)
 
 
+def _zip_tree(root: Path, member_bytes: dict[str, bytes] | None = None) -> Path:
+    """cifar10_test.zip (stored, uncompressed) of a tiny tree; ``member_bytes`` replaces members."""
+    tree = _tiny_tree(root / "tree")
+    with zipfile.ZipFile(root / "cifar10_test.zip", "w") as archive:
+        for path in sorted((tree / "test").rglob("*.jpg")):
+            name = path.relative_to(tree).as_posix()
+            archive.writestr(name, (member_bytes or {}).get(name, path.read_bytes()))
+    return root
+
+
+def test_truncated_zip_member_is_named(tmp_path):
+    cut = _jpeg()[:300]
+    root = _zip_tree(tmp_path / "data", {"test/ship/0001.jpg": cut})
+    with pytest.raises(DataError, match=r"cifar10_test\.zip:test/ship/0001\.jpg"):
+        load_cifar10("test", root=root, use_cache=False)
+
+
+def test_corrupt_zip_member_is_named(tmp_path):
+    root = _zip_tree(tmp_path / "data", {"test/ship/0001.jpg": _jpeg(77)})
+    archive = root / "cifar10_test.zip"
+    data = bytearray(archive.read_bytes())
+    start = data.find(_jpeg(77))  # stored members lie in the archive as they are: flip a byte of this one
+    data[start + 200] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"cifar10_test\.zip:test/ship/0001\.jpg"):
+        load_cifar10("test", root=root, use_cache=False)
+
+
 def test_unknown_class_folder(tmp_path):
     root = _tiny_tree(tmp_path / "data")
     (root / "test" / "unicorn").mkdir()

@@ -16,6 +16,7 @@ from cifar.dataset import (
     fish_group,
     imagenet_eval_transforms,
     imagenet_train_transforms,
+    read_image,
     read_rgb,
     scan_class_folders,
     shared_group_fraction,
@@ -117,6 +118,45 @@ def test_unreadable_file_is_named_in_the_error(tmp_path):
     unchecked = ImageFolderDataset.from_folder(root, check=False)  # lazily: named when it is read
     with pytest.raises(DataError, match="broken.png"):
         unchecked[unchecked.paths.index(bad)]
+
+
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _noise(path: Path, size=(64, 48)) -> Path:
+    """Random pixels: they compress badly, so half the file is half the pixel data."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["truncated.png", "truncated.jpg"])
+def test_truncated_image_is_caught_up_front_and_named(tmp_path, name):
+    root = _tree(tmp_path / "r")
+    bad = _truncate(_noise(root / "bream" / name))
+    with pytest.raises(DataError, match=rf"Cannot read image .*{name}.*on_error='skip'"):
+        ImageFolderDataset.from_folder(root)
+    with pytest.warns(UserWarning, match=rf"Skipped 1 unreadable image\(s\) of 10 .*{name}"):
+        dataset = ImageFolderDataset.from_folder(root, on_error="skip")
+    assert bad not in dataset.paths and [path for path, _ in dataset.skipped] == [bad]
+    with pytest.raises(DataError, match=name):
+        read_rgb(bad)
+
+
+def test_one_reader_for_files_and_bytes(tmp_path):
+    assert read_rgb is read_image
+    path = _png(tmp_path / "gray.png", 50, size=(6, 4), mode="L")
+    from_file, from_bytes = read_image(path), read_image(path.read_bytes(), name="gray.png")
+    assert from_file.shape == (4, 6, 3) and from_file.dtype == np.uint8
+    np.testing.assert_array_equal(from_file, from_bytes)
+    assert read_image(path, mode="L").shape == (4, 6)
+    with pytest.raises(DataError, match=r"archive\.zip:gray\.png"):
+        read_image(path.read_bytes()[:40], name="archive.zip:gray.png")
+    with pytest.raises(DataError, match=r"nowhere\.png not found"):
+        read_image(tmp_path / "nowhere.png")
 
 
 def test_skip_unreadable_files_with_a_counted_warning(tmp_path):

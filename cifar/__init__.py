@@ -104,6 +104,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "plot_history",
         "plot_lrs",
         "resolve_amp_dtype",
+        "runs_dir",
         "seed_everything",
         "show_images",
     ),

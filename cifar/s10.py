@@ -506,6 +506,21 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
     return result.suggested_lr, result.figure
 
 
+RUN_CHOICES = ("auto", "train", "restore")
+
+
+def choose_run(run: str, device: torch.device) -> str:
+    """The notebook's switch: ``"train"`` the recipe, or ``"restore"`` the committed run to study it.
+
+    ``"auto"`` trains where a CUDA GPU is present (minutes) and restores elsewhere (hours on a CPU).
+    """
+    if run not in RUN_CHOICES:
+        raise ValueError(f"run must be one of {RUN_CHOICES}, not {run!r}")
+    if run == "auto":
+        return "train" if device.type == "cuda" else "restore"
+    return run
+
+
 def s10_config(fast: bool = False, recipe: str = "lesson") -> S10Config:
     """A named recipe (see :data:`RECIPES`); ``fast`` shrinks it to a smoke test (small subsets, 2 short epochs)."""
     config = RECIPES[recipe]()

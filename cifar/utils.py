@@ -14,6 +14,7 @@ import torch
 DATA_ENV = "CIFAR_DATA_DIR"
 FAST_ENV = "CIFAR_FAST"
 CACHE_ENV = "CIFAR_CACHE_DIR"
+RUNS_ENV = "CIFAR_RUNS_DIR"
 
 
 def data_dir(name: str | None = None) -> Path | None:
@@ -34,6 +35,15 @@ def cache_dir() -> Path:
     path = Path(os.environ.get(CACHE_ENV, "~/.cache/cifar-course")).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def runs_dir(default: str | Path = "runs") -> Path:
+    """Where run folders (checkpoints, histories, figures) go: ``$CIFAR_RUNS_DIR``, else ``default``.
+
+    In Colab, mount Google Drive and set ``CIFAR_RUNS_DIR`` to a folder on it: a long run then
+    resumes from its last checkpoint after a disconnect instead of starting again.
+    """
+    return Path(os.environ.get(RUNS_ENV) or default).expanduser()
 
 
 def fast_mode() -> bool:

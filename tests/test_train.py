@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -337,3 +338,22 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
         s10.restore_run(tmp_path / "w.pt", tmp_path / "run", config)
     with pytest.raises(SystemExit, match="another recipe"):
         s10.main(["--restore", str(tmp_path / "w.pt"), "--recipe", "fast", "--out", str(tmp_path / "other")])
+
+
+def test_notebook_switch_trains_on_a_gpu_and_restores_elsewhere():
+    assert s10.choose_run("auto", torch.device("cuda")) == "train"
+    assert s10.choose_run("auto", torch.device("cpu")) == "restore"
+    assert s10.choose_run("auto", torch.device("mps")) == "restore"
+    assert s10.choose_run("train", torch.device("cpu")) == "train"
+    assert s10.choose_run("restore", torch.device("cuda")) == "restore"
+    with pytest.raises(ValueError, match="run must be one of"):
+        s10.choose_run("study", torch.device("cpu"))
+
+
+def test_runs_dir_follows_the_environment(monkeypatch, tmp_path):
+    from cifar.utils import runs_dir
+
+    monkeypatch.delenv("CIFAR_RUNS_DIR", raising=False)
+    assert runs_dir("../runs") == Path("../runs")
+    monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "drive"))
+    assert runs_dir("../runs") == tmp_path / "drive"

@@ -213,6 +213,7 @@ def load_cifar10(
         else:
             images, labels = read_class_folders(source, split)
         if use_cache:
+            cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(".tmp.npz")
             np.savez(tmp, images=images, labels=labels)
             tmp.replace(cached)

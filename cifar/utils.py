@@ -30,10 +30,11 @@ def data_dir(name: str | None = None) -> Path | None:
 
 
 def cache_dir() -> Path:
-    """Where decoded arrays are cached: ``$CIFAR_CACHE_DIR`` or ``~/.cache/cifar-course``."""
-    path = Path(os.environ.get(CACHE_ENV, "~/.cache/cifar-course")).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Where decoded arrays and downloads are cached: ``$CIFAR_CACHE_DIR`` or ``~/.cache/cifar-course``.
+
+    Only the path: whoever writes a file there creates the folder first.
+    """
+    return Path(os.environ.get(CACHE_ENV, "~/.cache/cifar-course")).expanduser()
 
 
 def fast_mode() -> bool:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -80,9 +81,13 @@ class Tricks:
         return self != Tricks()
 
 
+LOADERS = ("albumentations", "tensor")  # the values of S10Config.loader
+
+
 @dataclass
 class S10Config:
-    """Everything that defines an S10 run; saved with its checkpoints and weights.
+    """Everything that defines an S10 run; saved with its checkpoints (all fields) and weights
+    (:func:`recipe_record`).
 
     The defaults are the lesson's recipe: Nesterov SGD with weight decay 5e-4, label smoothing
     0.2 and logits scaled by 1/8 (David Page's ResNet-9 recipe for this network), the one-cycle
@@ -109,12 +114,16 @@ class S10Config:
     eval_every: int = 1  # test after every n-th epoch and after the last (see fit)
     train_subset: int | None = None
     test_subset: int | None = None
-    # {"logit_scale": 0.125} multiplies the logits by 1/8 (CustomResNet(logit_scale=...));
-    # options of the fast recipe (issue "training speed"): {"loader": "tensor"} augments whole
-    # batches on the device (cifar.dataset.TensorBatches), {"flip_tta": True} evaluates with
-    # flip test-time augmentation
-    extra: dict = field(default_factory=lambda: {"logit_scale": 0.125})
+    logit_scale: float = 0.125  # the logits are multiplied by it (CustomResNet(logit_scale=...)); 1.0: plain
+    # "albumentations": per-image augmentation on the CPU (cifar.dataset.train_transforms);
+    # "tensor": whole batches augmented on the training device (cifar.dataset.TensorBatches), no colour jitter
+    loader: Literal["albumentations", "tensor"] = "albumentations"
+    flip_tta: bool = False  # test with flip test-time augmentation (each image and its mirror image)
     tricks: Tricks = field(default_factory=Tricks)
+
+    def __post_init__(self):
+        if self.loader not in LOADERS:
+            raise ValueError(f"loader must be one of {LOADERS}, not {self.loader!r}")
 
 
 @dataclass
@@ -158,7 +167,7 @@ def s10_data(
     train_images, train_labels = _subset(train_images, train_labels, config.train_subset, config.seed)
     test_images, test_labels = _subset(test_images, test_labels, config.test_subset, config.seed)
     test_set = AlbumentationsDataset(test_images, test_labels, test_transforms(mean, std))
-    if config.extra.get("loader", "albumentations") == "tensor":
+    if config.loader == "tensor":
         train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, train=True,
                                      device=device, seed=config.seed,
                                      alternating_flip=config.tricks.alternating_flip)  # fmt: skip
@@ -178,7 +187,7 @@ def s10_model(config: S10Config, data: S10Data | None = None) -> nn.Module:
     ``data`` is needed for ``tricks.whiten_init`` (the whitening comes from its training images).
     """
     seed_everything(config.seed)
-    model = CustomResNet(dropout=config.dropout, logit_scale=config.extra.get("logit_scale", 1.0))
+    model = CustomResNet(dropout=config.dropout, logit_scale=config.logit_scale)
     tricks = config.tricks
     first_conv = model.prep[0]
     if tricks.whiten_init:
@@ -248,14 +257,25 @@ def s10_fit(
     return fit(
         model, data.train_loader, data.test_loader, optimizer, schedule, config.epochs, device,
         loss_fn=s10_loss(config), seed=config.seed, checkpoint_dir=checkpoint_dir, config=run_config,
-        progress=progress, max_steps_per_epoch=max_steps_per_epoch, flip_tta=config.extra.get("flip_tta", False),
+        progress=progress, max_steps_per_epoch=max_steps_per_epoch, flip_tta=config.flip_tta,
         eval_every=config.eval_every, checkpoint_minutes=checkpoint_minutes, log=log, average=average,
         shift_tta=tricks.shift_tta, amp_dtype=amp_dtype,
     )  # fmt: skip
 
 
+# The records keep these fields of S10Config under "extra", each only where it differs from the
+# value given here (a plain network fed by albumentations), so a record lists what its recipe adds.
+RECORD_EXTRA = {"loader": "albumentations", "flip_tta": False, "logit_scale": 1.0}
+
+
+def recorded_option(record: dict, name: str):
+    """The value of the S10Config field ``name`` (one of :data:`RECORD_EXTRA`) in a weights record."""
+    return record.get("recipe", {}).get("extra", {}).get(name, RECORD_EXTRA[name])
+
+
 def recipe_record(config: S10Config, max_lr: float) -> dict:
-    """The recipe as the weights' provenance JSON records it."""
+    """The recipe as the weights' provenance JSON records it (see :data:`RECORD_EXTRA` for ``extra``)."""
+    extra = {name: getattr(config, name) for name, plain in RECORD_EXTRA.items() if getattr(config, name) != plain}
     return {
         "optimizer": config.optimizer, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
         "max_lr": max_lr,
@@ -263,8 +283,8 @@ def recipe_record(config: S10Config, max_lr: float) -> dict:
         "schedule": f"OneCycleLR two-phase linear, peak at epoch {config.pct_start * config.epochs:g} of "
                     f"{config.epochs}, div_factor {config.div_factor:g}, final_div_factor "
                     f"{config.final_div_factor:g}, stepped per batch",
-        "label_smoothing": config.label_smoothing, "extra": config.extra,
-        "augmentation": "cifar.dataset.TensorBatches" if config.extra.get("loader") == "tensor"
+        "label_smoothing": config.label_smoothing, "extra": extra,
+        "augmentation": "cifar.dataset.TensorBatches" if config.loader == "tensor"
                         else "cifar.dataset.train_transforms",
         **({"tricks": asdict(config.tricks)} if config.tricks.any() else {}),
     }  # fmt: skip
@@ -311,7 +331,7 @@ def load_s10_weights(path: str | Path) -> tuple[nn.Module, dict]:
     state, record = load_weights(path)
     if record.get("architecture") != "CustomResNet":
         raise ValueError(f"{path} holds a {record.get('architecture')}, not a CustomResNet")
-    model = CustomResNet(logit_scale=record["recipe"].get("extra", {}).get("logit_scale", 1.0))
+    model = CustomResNet(logit_scale=recorded_option(record, "logit_scale"))
     model.load_state_dict(state)
     return model.eval(), record
 
@@ -343,7 +363,7 @@ def evaluate_weights(
         batch_size, train=False, device=device,
     )  # fmt: skip
     model.to(device).to(memory_format=torch.channels_last)
-    flip_tta = bool(record["recipe"].get("extra", {}).get("flip_tta", False))
+    flip_tta = bool(recorded_option(record, "flip_tta"))
     shift_tta = bool(record["recipe"].get("tricks", {}).get("shift_tta", False))
     if tta != "recorded":
         flip_tta, shift_tta = tta in ("flip", "shift"), tta == "shift"
@@ -518,7 +538,7 @@ def s10_original_recipe() -> S10Config:
     """The original course's recipe: Adam (weight decay 1e-4), range test 1e-7 to 0.1, plain logits."""
     return S10Config(
         optimizer="adam", weight_decay=1e-4, finder_start_lr=1e-7, finder_end_lr=0.1, finder_rule="min/10",
-        label_smoothing=0.0, extra={},
+        label_smoothing=0.0, logit_scale=1.0,
     )  # fmt: skip
 
 
@@ -532,7 +552,7 @@ def s10_fast_recipe() -> S10Config:
     """
     return S10Config(
         epochs=11, eval_every=6, optimizer="sgd", max_lr=0.4, weight_decay=5e-4, label_smoothing=0.2, pct_start=0.25,
-        div_factor=20.0, final_div_factor=200.0, extra={"loader": "tensor", "flip_tta": True, "logit_scale": 0.125},
+        div_factor=20.0, final_div_factor=200.0, logit_scale=0.125, loader="tensor", flip_tta=True,
     )  # fmt: skip
 
 

@@ -230,8 +230,10 @@ def test_fast_recipe_is_pages_resnet9_recipe():
     config = s10.s10_fast_recipe()
     assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (11, "sgd", 0.4, 0.2)
     assert config.eval_every == 6 and s10.S10Config().eval_every == 1  # the lesson tests every epoch
-    assert config.extra == {"loader": "tensor", "flip_tta": True, "logit_scale": 0.125}
+    assert (config.loader, config.flip_tta, config.logit_scale) == ("tensor", True, 0.125)
     assert s10.s10_model(config).logit_scale == 0.125
+    with pytest.raises(ValueError, match="loader must be one of"):
+        s10.S10Config(loader="tensors")
 
 
 def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
@@ -263,7 +265,8 @@ def test_recipes_and_command_line_overrides():
     lesson, original = s10.S10Config(), s10.s10_original_recipe()
     assert (lesson.optimizer, lesson.weight_decay, lesson.label_smoothing) == ("sgd", 5e-4, 0.2)
     assert (original.optimizer, original.weight_decay, original.label_smoothing) == ("adam", 1e-4, 0.0)
-    assert (original.finder_start_lr, original.finder_end_lr, original.extra) == (1e-7, 0.1, {})
+    assert (original.finder_start_lr, original.finder_end_lr, original.logit_scale) == (1e-7, 0.1, 1.0)
+    assert (lesson.loader, lesson.flip_tta, original.loader, original.flip_tta) == ("albumentations", False) * 2
     assert (lesson.finder_rule, original.finder_rule) == ("steepest", "min/10")
     assert lesson.epochs == original.epochs == 24 and lesson.pct_start == original.pct_start == 5 / 24
     assert s10.s10_model(lesson).logit_scale == 0.125 and s10.s10_model(original).logit_scale == 1.0

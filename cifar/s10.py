@@ -43,17 +43,19 @@ from .model import (
     use_ghost_batch_norm,
 )
 from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle, weight_and_bias_groups
-from .train import CHECKPOINT_NAME, FitResult, WeightAverage, evaluate, first_epoch_reaching, fit, seed_epoch
+from .train import CHECKPOINT_NAME, FitResult, WeightAverage, evaluate, first_epoch_reaching, fit
 from .utils import (
     PRECISIONS,
     data_dir,
+    derive_seed,
     describe_device,
     get_device,
     plot_history,
     plot_lrs,
     precision_name,
     resolve_amp_dtype,
-    seed_everything,
+    seed_loader,
+    seeded,
 )
 
 
@@ -110,7 +112,7 @@ class S10Config:
     final_div_factor: float = 100.0
     label_smoothing: float = 0.2
     dropout: float = 0.0
-    seed: int = 1
+    seed: int = 1  # every random draw of the run derives from it (cifar.utils.derive_seed)
     eval_every: int = 1  # test after every n-th epoch and after the last (see fit)
     train_subset: int | None = None
     test_subset: int | None = None
@@ -164,8 +166,10 @@ def s10_data(
     train_images, train_labels = load_cifar10("train", root, download)
     test_images, test_labels = load_cifar10("test", root, download)
     mean, std = mean_std(train_images)
-    train_images, train_labels = _subset(train_images, train_labels, config.train_subset, config.seed)
-    test_images, test_labels = _subset(test_images, test_labels, config.test_subset, config.seed)
+    train_images, train_labels = _subset(train_images, train_labels, config.train_subset,
+                                         derive_seed(config.seed, "train subset"))  # fmt: skip
+    test_images, test_labels = _subset(test_images, test_labels, config.test_subset,
+                                       derive_seed(config.seed, "test subset"))  # fmt: skip
     test_set = AlbumentationsDataset(test_images, test_labels, test_transforms(mean, std))
     if config.loader == "tensor":
         train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, train=True,
@@ -182,12 +186,14 @@ def s10_data(
 
 
 def s10_model(config: S10Config, data: S10Data | None = None) -> nn.Module:
-    """A freshly initialised CustomResNet, seeded, with the recipe's initialisation tricks.
+    """A freshly initialised CustomResNet, with the recipe's initialisation tricks.
 
+    Its initial weights come from ``derive_seed(config.seed, "model")`` through a forked RNG, so
+    the same config gives the same network and the caller's random stream is left as it was.
     ``data`` is needed for ``tricks.whiten_init`` (the whitening comes from its training images).
     """
-    seed_everything(config.seed)
-    model = CustomResNet(dropout=config.dropout, logit_scale=config.logit_scale)
+    with seeded(derive_seed(config.seed, "model")):
+        model = CustomResNet(dropout=config.dropout, logit_scale=config.logit_scale)
     tricks = config.tricks
     first_conv = model.prep[0]
     if tricks.whiten_init:
@@ -217,7 +223,7 @@ def s10_loss(config: S10Config) -> nn.Module:
 
 def s10_find_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch.device):
     """The LR range test of the recipe; its suggestion becomes the one-cycle maximum."""
-    seed_epoch(data.train_loader, config.seed * 1000 - 1)
+    seed_loader(data.train_loader, derive_seed(config.seed, "lr range test"))
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.finder_start_lr, config.weight_decay)
     return find_lr(

@@ -114,6 +114,8 @@ class S10Config:
     dropout: float = 0.0
     seed: int = 1  # every random draw of the run derives from it (cifar.utils.derive_seed)
     eval_every: int = 1  # test after every n-th epoch and after the last (see fit)
+    # class-balanced subsets (class_balanced_subset): how many images in all, a tenth of them from
+    # each class; None: the whole split
     train_subset: int | None = None
     test_subset: int | None = None
     logit_scale: float = 0.125  # the logits are multiplied by it (CustomResNet(logit_scale=...)); 1.0: plain
@@ -142,13 +144,17 @@ class S10Data:
     test_labels: object
 
 
-def _subset(images, labels, n: int | None, seed: int):
-    """A class-balanced, seeded subset of ``n`` samples (all of them when n is None)."""
-    if n is None or n >= len(labels):
+def class_balanced_subset(images, labels, total: int | None, seed: int):
+    """About ``total`` samples in all, the same number of each class, drawn with ``seed``.
+
+    Each class gives ``total // classes`` samples (at least one), in their original order; the
+    whole split when ``total`` is None or not below its size.
+    """
+    if total is None or total >= len(labels):
         return images, labels
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
-    per_class = max(1, n // len(classes))
+    per_class = max(1, total // len(classes))
     keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes])
     keep.sort()
     return images[keep], labels[keep]
@@ -166,10 +172,10 @@ def s10_data(
     train_images, train_labels = load_cifar10("train", root, download)
     test_images, test_labels = load_cifar10("test", root, download)
     mean, std = mean_std(train_images)
-    train_images, train_labels = _subset(train_images, train_labels, config.train_subset,
-                                         derive_seed(config.seed, "train subset"))  # fmt: skip
-    test_images, test_labels = _subset(test_images, test_labels, config.test_subset,
-                                       derive_seed(config.seed, "test subset"))  # fmt: skip
+    train_images, train_labels = class_balanced_subset(train_images, train_labels, config.train_subset,
+                                                       derive_seed(config.seed, "train subset"))  # fmt: skip
+    test_images, test_labels = class_balanced_subset(test_images, test_labels, config.test_subset,
+                                                     derive_seed(config.seed, "test subset"))  # fmt: skip
     test_set = AlbumentationsDataset(test_images, test_labels, test_transforms(mean, std))
     if config.loader == "tensor":
         train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, train=True,
@@ -472,8 +478,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
     parser.add_argument("--eval-every", type=int, help="test after every n-th epoch and the last "
                         f"(default {defaults.eval_every})")  # fmt: skip
-    parser.add_argument("--train-subset", type=int, help="train on a class-balanced subset")
-    parser.add_argument("--test-subset", type=int, help="test on a class-balanced subset")
+    parser.add_argument("--train-subset", type=int, metavar="N",
+                        help="train on a class-balanced subset of N images in all (N // 10 of each class)")  # fmt: skip
+    parser.add_argument("--test-subset", type=int, metavar="N",
+                        help="test on a class-balanced subset of N images in all (N // 10 of each class)")  # fmt: skip
     parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch (smoke tests)")
     parser.add_argument("--evaluate", metavar="WEIGHTS", default=None,
                         help="no training: evaluate saved weights (e.g. weights/s10_custom_resnet.pt) on the whole "

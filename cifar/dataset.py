@@ -28,7 +28,7 @@ from PIL import Image
 from torch.nn import functional as nn_functional
 from torch.utils.data import DataLoader, Dataset
 
-from .utils import cache_dir, data_dir, get_device
+from .utils import cache_dir, data_dir, derive_seed, get_device, seed_transform
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -213,6 +213,7 @@ def load_cifar10(
         else:
             images, labels = read_class_folders(source, split)
         if use_cache:
+            cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(".tmp.npz")
             np.savez(tmp, images=images, labels=labels)
             tmp.replace(cached)
@@ -327,11 +328,13 @@ def make_loader(
 
 
 def _seed_worker_transform(worker_id: int) -> None:
-    """Give each worker's copy of the albumentations pipeline its own (seeded) random stream."""
+    """Give each worker's copy of the albumentations pipeline its own random stream.
+
+    ``info.seed`` comes from the loader's generator (which :func:`cifar.utils.seed_loader` seeds)
+    and differs by worker, so the run stays a function of its seed.
+    """
     info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None)
-    if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(info.seed % 2**32)
+    seed_transform(info.dataset, info.seed % 2**32)
 
 
 # ----------------------------------------------------------------------------- batched augmentation on the device
@@ -416,7 +419,8 @@ class TensorBatches:
         self.generator = torch.Generator().manual_seed(seed)
         self.first_flip = None
         if alternating_flip:
-            self.first_flip = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed)) < 0.5
+            orientations = torch.Generator().manual_seed(derive_seed(seed, "alternating flip"))
+            self.first_flip = torch.rand(len(self.labels), generator=orientations) < 0.5
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

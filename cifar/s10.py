@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -42,17 +43,19 @@ from .model import (
     use_ghost_batch_norm,
 )
 from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle, weight_and_bias_groups
-from .train import CHECKPOINT_NAME, FitResult, WeightAverage, evaluate, first_epoch_reaching, fit, seed_epoch
+from .train import CHECKPOINT_NAME, FitResult, WeightAverage, evaluate, first_epoch_reaching, fit
 from .utils import (
     PRECISIONS,
     data_dir,
+    derive_seed,
     describe_device,
     get_device,
     plot_history,
     plot_lrs,
     precision_name,
     resolve_amp_dtype,
-    seed_everything,
+    seed_loader,
+    seeded,
 )
 
 
@@ -80,9 +83,13 @@ class Tricks:
         return self != Tricks()
 
 
+LOADERS = ("albumentations", "tensor")  # the values of S10Config.loader
+
+
 @dataclass
 class S10Config:
-    """Everything that defines an S10 run; saved with its checkpoints and weights.
+    """Everything that defines an S10 run; saved with its checkpoints (all fields) and weights
+    (:func:`recipe_record`).
 
     The defaults are the lesson's recipe: Nesterov SGD with weight decay 5e-4, label smoothing
     0.2 and logits scaled by 1/8 (David Page's ResNet-9 recipe for this network), the one-cycle
@@ -105,16 +112,22 @@ class S10Config:
     final_div_factor: float = 100.0
     label_smoothing: float = 0.2
     dropout: float = 0.0
-    seed: int = 1
+    seed: int = 1  # every random draw of the run derives from it (cifar.utils.derive_seed)
     eval_every: int = 1  # test after every n-th epoch and after the last (see fit)
+    # class-balanced subsets (class_balanced_subset): how many images in all, a tenth of them from
+    # each class; None: the whole split
     train_subset: int | None = None
     test_subset: int | None = None
-    # {"logit_scale": 0.125} multiplies the logits by 1/8 (CustomResNet(logit_scale=...));
-    # options of the fast recipe (issue "training speed"): {"loader": "tensor"} augments whole
-    # batches on the device (cifar.dataset.TensorBatches), {"flip_tta": True} evaluates with
-    # flip test-time augmentation
-    extra: dict = field(default_factory=lambda: {"logit_scale": 0.125})
+    logit_scale: float = 0.125  # the logits are multiplied by it (CustomResNet(logit_scale=...)); 1.0: plain
+    # "albumentations": per-image augmentation on the CPU (cifar.dataset.train_transforms);
+    # "tensor": whole batches augmented on the training device (cifar.dataset.TensorBatches), no colour jitter
+    loader: Literal["albumentations", "tensor"] = "albumentations"
+    flip_tta: bool = False  # test with flip test-time augmentation (each image and its mirror image)
     tricks: Tricks = field(default_factory=Tricks)
+
+    def __post_init__(self):
+        if self.loader not in LOADERS:
+            raise ValueError(f"loader must be one of {LOADERS}, not {self.loader!r}")
 
 
 @dataclass
@@ -131,13 +144,17 @@ class S10Data:
     test_labels: object
 
 
-def _subset(images, labels, n: int | None, seed: int):
-    """A class-balanced, seeded subset of ``n`` samples (all of them when n is None)."""
-    if n is None or n >= len(labels):
+def class_balanced_subset(images, labels, total: int | None, seed: int):
+    """About ``total`` samples in all, the same number of each class, drawn with ``seed``.
+
+    Each class gives ``total // classes`` samples (at least one), in their original order; the
+    whole split when ``total`` is None or not below its size.
+    """
+    if total is None or total >= len(labels):
         return images, labels
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
-    per_class = max(1, n // len(classes))
+    per_class = max(1, total // len(classes))
     keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes])
     keep.sort()
     return images[keep], labels[keep]
@@ -155,10 +172,12 @@ def s10_data(
     train_images, train_labels = load_cifar10("train", root, download)
     test_images, test_labels = load_cifar10("test", root, download)
     mean, std = mean_std(train_images)
-    train_images, train_labels = _subset(train_images, train_labels, config.train_subset, config.seed)
-    test_images, test_labels = _subset(test_images, test_labels, config.test_subset, config.seed)
+    train_images, train_labels = class_balanced_subset(train_images, train_labels, config.train_subset,
+                                                       derive_seed(config.seed, "train subset"))  # fmt: skip
+    test_images, test_labels = class_balanced_subset(test_images, test_labels, config.test_subset,
+                                                     derive_seed(config.seed, "test subset"))  # fmt: skip
     test_set = AlbumentationsDataset(test_images, test_labels, test_transforms(mean, std))
-    if config.extra.get("loader", "albumentations") == "tensor":
+    if config.loader == "tensor":
         train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, train=True,
                                      device=device, seed=config.seed,
                                      alternating_flip=config.tricks.alternating_flip)  # fmt: skip
@@ -173,12 +192,14 @@ def s10_data(
 
 
 def s10_model(config: S10Config, data: S10Data | None = None) -> nn.Module:
-    """A freshly initialised CustomResNet, seeded, with the recipe's initialisation tricks.
+    """A freshly initialised CustomResNet, with the recipe's initialisation tricks.
 
+    Its initial weights come from ``derive_seed(config.seed, "model")`` through a forked RNG, so
+    the same config gives the same network and the caller's random stream is left as it was.
     ``data`` is needed for ``tricks.whiten_init`` (the whitening comes from its training images).
     """
-    seed_everything(config.seed)
-    model = CustomResNet(dropout=config.dropout, logit_scale=config.extra.get("logit_scale", 1.0))
+    with seeded(derive_seed(config.seed, "model")):
+        model = CustomResNet(dropout=config.dropout, logit_scale=config.logit_scale)
     tricks = config.tricks
     first_conv = model.prep[0]
     if tricks.whiten_init:
@@ -208,7 +229,7 @@ def s10_loss(config: S10Config) -> nn.Module:
 
 def s10_find_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch.device):
     """The LR range test of the recipe; its suggestion becomes the one-cycle maximum."""
-    seed_epoch(data.train_loader, config.seed * 1000 - 1)
+    seed_loader(data.train_loader, derive_seed(config.seed, "lr range test"))
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.finder_start_lr, config.weight_decay)
     return find_lr(
@@ -248,14 +269,25 @@ def s10_fit(
     return fit(
         model, data.train_loader, data.test_loader, optimizer, schedule, config.epochs, device,
         loss_fn=s10_loss(config), seed=config.seed, checkpoint_dir=checkpoint_dir, config=run_config,
-        progress=progress, max_steps_per_epoch=max_steps_per_epoch, flip_tta=config.extra.get("flip_tta", False),
+        progress=progress, max_steps_per_epoch=max_steps_per_epoch, flip_tta=config.flip_tta,
         eval_every=config.eval_every, checkpoint_minutes=checkpoint_minutes, log=log, average=average,
         shift_tta=tricks.shift_tta, amp_dtype=amp_dtype,
     )  # fmt: skip
 
 
+# The records keep these fields of S10Config under "extra", each only where it differs from the
+# value given here (a plain network fed by albumentations), so a record lists what its recipe adds.
+RECORD_EXTRA = {"loader": "albumentations", "flip_tta": False, "logit_scale": 1.0}
+
+
+def recorded_option(record: dict, name: str):
+    """The value of the S10Config field ``name`` (one of :data:`RECORD_EXTRA`) in a weights record."""
+    return record.get("recipe", {}).get("extra", {}).get(name, RECORD_EXTRA[name])
+
+
 def recipe_record(config: S10Config, max_lr: float) -> dict:
-    """The recipe as the weights' provenance JSON records it."""
+    """The recipe as the weights' provenance JSON records it (see :data:`RECORD_EXTRA` for ``extra``)."""
+    extra = {name: getattr(config, name) for name, plain in RECORD_EXTRA.items() if getattr(config, name) != plain}
     return {
         "optimizer": config.optimizer, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
         "max_lr": max_lr,
@@ -263,8 +295,8 @@ def recipe_record(config: S10Config, max_lr: float) -> dict:
         "schedule": f"OneCycleLR two-phase linear, peak at epoch {config.pct_start * config.epochs:g} of "
                     f"{config.epochs}, div_factor {config.div_factor:g}, final_div_factor "
                     f"{config.final_div_factor:g}, stepped per batch",
-        "label_smoothing": config.label_smoothing, "extra": config.extra,
-        "augmentation": "cifar.dataset.TensorBatches" if config.extra.get("loader") == "tensor"
+        "label_smoothing": config.label_smoothing, "extra": extra,
+        "augmentation": "cifar.dataset.TensorBatches" if config.loader == "tensor"
                         else "cifar.dataset.train_transforms",
         **({"tricks": asdict(config.tricks)} if config.tricks.any() else {}),
     }  # fmt: skip
@@ -311,7 +343,7 @@ def load_s10_weights(path: str | Path) -> tuple[nn.Module, dict]:
     state, record = load_weights(path)
     if record.get("architecture") != "CustomResNet":
         raise ValueError(f"{path} holds a {record.get('architecture')}, not a CustomResNet")
-    model = CustomResNet(logit_scale=record["recipe"].get("extra", {}).get("logit_scale", 1.0))
+    model = CustomResNet(logit_scale=recorded_option(record, "logit_scale"))
     model.load_state_dict(state)
     return model.eval(), record
 
@@ -343,7 +375,7 @@ def evaluate_weights(
         batch_size, train=False, device=device,
     )  # fmt: skip
     model.to(device).to(memory_format=torch.channels_last)
-    flip_tta = bool(record["recipe"].get("extra", {}).get("flip_tta", False))
+    flip_tta = bool(recorded_option(record, "flip_tta"))
     shift_tta = bool(record["recipe"].get("tricks", {}).get("shift_tta", False))
     if tta != "recorded":
         flip_tta, shift_tta = tta in ("flip", "shift"), tta == "shift"
@@ -446,8 +478,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
     parser.add_argument("--eval-every", type=int, help="test after every n-th epoch and the last "
                         f"(default {defaults.eval_every})")  # fmt: skip
-    parser.add_argument("--train-subset", type=int, help="train on a class-balanced subset")
-    parser.add_argument("--test-subset", type=int, help="test on a class-balanced subset")
+    parser.add_argument("--train-subset", type=int, metavar="N",
+                        help="train on a class-balanced subset of N images in all (N // 10 of each class)")  # fmt: skip
+    parser.add_argument("--test-subset", type=int, metavar="N",
+                        help="test on a class-balanced subset of N images in all (N // 10 of each class)")  # fmt: skip
     parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch (smoke tests)")
     parser.add_argument("--evaluate", metavar="WEIGHTS", default=None,
                         help="no training: evaluate saved weights (e.g. weights/s10_custom_resnet.pt) on the whole "
@@ -533,7 +567,7 @@ def s10_original_recipe() -> S10Config:
     """The original course's recipe: Adam (weight decay 1e-4), range test 1e-7 to 0.1, plain logits."""
     return S10Config(
         optimizer="adam", weight_decay=1e-4, finder_start_lr=1e-7, finder_end_lr=0.1, finder_rule="min/10",
-        label_smoothing=0.0, extra={},
+        label_smoothing=0.0, logit_scale=1.0,
     )  # fmt: skip
 
 
@@ -542,12 +576,12 @@ def s10_fast_recipe() -> S10Config:
 
     Nesterov SGD peaking at 0.4 after a quarter of 11 epochs, weight decay 5e-4, label
     smoothing 0.2, logits scaled by 1/8, whole-batch augmentation on the device (crop, flip,
-    cut-out), and flip test-time augmentation, tested after epochs 6 and 11 only. (8 epochs
-    reached 89.11%, 10 epochs 89.83%; 11 epochs reached 90.12%, weights/s10_fast_recipe.pt.)
+    cut-out; the GPU is not left waiting for per-image augmentation on a few CPU cores), and
+    flip test-time augmentation, tested after epochs 6 and 11 only (a test costs training time).
     """
     return S10Config(
         epochs=11, eval_every=6, optimizer="sgd", max_lr=0.4, weight_decay=5e-4, label_smoothing=0.2, pct_start=0.25,
-        div_factor=20.0, final_div_factor=200.0, extra={"loader": "tensor", "flip_tta": True, "logit_scale": 0.125},
+        div_factor=20.0, final_div_factor=200.0, logit_scale=0.125, loader="tensor", flip_tta=True,
     )  # fmt: skip
 
 

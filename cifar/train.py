@@ -1,8 +1,8 @@
 """The training engine: one epoch, prediction and evaluation, and a resumable ``fit``.
 
 Nothing here knows about a lesson: the S10 recipe is in :mod:`cifar.s10`, the raccoon boxes in
-:mod:`cifar.boxes`, the fish in :mod:`cifar.transfer`. ``python -m cifar.train`` still runs the
-S10 lesson's command line (:func:`cifar.s10.main`).
+:mod:`cifar.boxes`, the fish in :mod:`cifar.transfer`. ``python -m cifar.train`` runs the S10
+lesson's command line (:func:`cifar.s10.main`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .artifacts import save_atomic, save_history
-from .utils import autocast, grad_scaler, resolve_amp_dtype
+from .utils import autocast, derive_seed, grad_scaler, resolve_amp_dtype, seed_loader
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -220,15 +220,8 @@ def evaluate(
     return {"loss": loss_fn(outputs, targets).item(), "score": score_fn(outputs, targets).mean().item()}
 
 
-def seed_epoch(loader, seed: int) -> None:
-    """Re-seed shuffling and augmentation so that epoch ``e`` is the same whether or not resumed."""
-    torch.manual_seed(seed)
-    generator = getattr(loader, "generator", None)
-    if generator is not None:
-        generator.manual_seed(seed)
-    transform = getattr(getattr(loader, "dataset", None), "transform", None)
-    if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
+#: :func:`cifar.utils.seed_loader`, under the name :mod:`cifar.bench` imports it by.
+seed_epoch = seed_loader
 
 
 class WeightAverage:
@@ -375,6 +368,9 @@ def fit(
     ``amp_dtype``: autocast's dtype for training and testing, None for fp32, or "auto" for
     :func:`cifar.utils.autocast_dtype`'s choice for ``device``; fp16 trains with gradient scaling.
 
+    Each epoch's shuffling, augmentation and global random draws (dropout) come from
+    ``derive_seed(seed, "epoch", epoch)`` (:func:`cifar.utils.seed_loader`), not from what ran before.
+
     With ``checkpoint_dir`` the run is saved (:class:`Checkpoint`) after every epoch, and a later
     call with the same directory and ``config`` resumes after the last finished epoch. With
     ``checkpoint_minutes=m`` it also saves after the first batch that ends m minutes or more
@@ -401,7 +397,7 @@ def fit(
         start_epoch, history, lr_record, partial = saved["epoch"], saved["history"], saved["lrs"], saved["partial"]
 
     for epoch in range(start_epoch, epochs):
-        seed_epoch(train_loader, seed * 1000 + epoch)
+        seed_loader(train_loader, derive_seed(seed, "epoch", epoch))
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         steps_before = len(lr_record)

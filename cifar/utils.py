@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,11 @@ def data_dir(name: str | None = None) -> Path | None:
 
 
 def cache_dir() -> Path:
-    """Where decoded arrays are cached: ``$CIFAR_CACHE_DIR`` or ``~/.cache/cifar-course``."""
-    path = Path(os.environ.get(CACHE_ENV, "~/.cache/cifar-course")).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Where decoded arrays and downloads are cached: ``$CIFAR_CACHE_DIR`` or ``~/.cache/cifar-course``.
+
+    Only the path: whoever writes a file there creates the folder first.
+    """
+    return Path(os.environ.get(CACHE_ENV, "~/.cache/cifar-course")).expanduser()
 
 
 def runs_dir(default: str | Path = "runs") -> Path:
@@ -57,6 +59,51 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
+
+
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """The seed of one use of a run's ``seed``, named by ``keys``: ``derive_seed(seed, "epoch", 3)``.
+
+    The keys are hashed together with the seed (SHA-256), so every use draws from its own
+    stream: arithmetic such as ``seed * 1000 + epoch`` would give seed 1's epoch 1000 the stream
+    of seed 2's epoch 0. The result is below 2**32, which every seeding API takes.
+    """
+    words = (int(seed), *(key if isinstance(key, str) else int(key) for key in keys))  # NumPy ints print otherwise
+    digest = hashlib.sha256(repr(words).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@contextmanager
+def seeded(seed: int):
+    """Run the block with torch's global (CPU) RNG seeded with ``seed``, then give it back as it was.
+
+    For building a model from a seed without reseeding the caller's random stream.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def seed_transform(dataset, seed: int) -> None:
+    """Seed the augmentation of ``dataset`` (an albumentations pipeline as its ``transform``), if it has one."""
+    transform = getattr(dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def seed_loader(loader, seed: int) -> None:
+    """Make the next pass over ``loader``, and the training steps it feeds, a function of ``seed`` alone.
+
+    Seeds torch's global RNG (dropout, and anything else a step draws), the loader's shuffling
+    ``generator`` (which also seeds its worker processes) and its dataset's augmentation. The
+    training engine calls it before every epoch with ``derive_seed(seed, "epoch", epoch)``, so
+    that an epoch is drawn the same whether the run was resumed before it or not.
+    """
+    torch.manual_seed(seed)
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(seed)
+    seed_transform(getattr(loader, "dataset", None), seed)
 
 
 def get_device() -> torch.device:

@@ -74,6 +74,16 @@ def test_environment_variable_names_the_data(cifar10_root, monkeypatch):
     assert len(images) == 10_000
 
 
+def test_the_cache_folder_is_made_only_when_a_file_is_written_there(tmp_path):
+    from cifar.utils import cache_dir
+
+    assert cache_dir() == tmp_path / "cache" and not cache_dir().exists()  # asking for the path makes nothing
+    load_cifar10("test", root=_tiny_tree(tmp_path / "data"), use_cache=False)
+    assert not cache_dir().exists()
+    load_cifar10("test", root=tmp_path / "data")
+    assert len(list(cache_dir().glob("cifar10_test_*.npz"))) == 1
+
+
 def test_cache_is_written_and_reused(tmp_path, monkeypatch):
     root = _tiny_tree(tmp_path / "data")
     images, labels = load_cifar10("test", root=root)

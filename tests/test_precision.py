@@ -10,7 +10,7 @@ from torch import nn
 from cifar import s10, train
 from cifar.dataset import AlbumentationsDataset, make_loader
 from cifar.scheduler import make_optimizer, one_cycle
-from cifar.utils import autocast_dtype, describe_device, grad_scaler, needs_grad_scaler, seed_everything
+from cifar.utils import autocast_dtype, describe_device, grad_scaler, needs_grad_scaler, seed_everything, seed_loader
 
 CPU = torch.device("cpu")
 
@@ -121,11 +121,11 @@ def test_without_fp16_the_step_is_unchanged(amp_dtype):
         return model, make_optimizer("sgd", model.parameters(), 0.05)
 
     model, optimizer = model_and_optimizer()
-    train.seed_epoch(train_loader, 1)
+    seed_loader(train_loader, 1)
     train.train_one_epoch(model, train_loader, optimizer, nn.CrossEntropyLoss(), CPU, None, amp_dtype,
                           progress=False, grad_clip=0.5)  # fmt: skip
     reference, reference_optimizer = model_and_optimizer()
-    train.seed_epoch(train_loader, 1)
+    seed_loader(train_loader, 1)
     reference.train()
     for inputs, targets in train_loader:
         inputs = inputs.to(memory_format=torch.channels_last)  # normalized floats: no uint8 to scale

@@ -13,7 +13,7 @@ from torch import nn
 from cifar import s10, train
 from cifar.dataset import AlbumentationsDataset, make_loader, train_transforms
 from cifar.scheduler import lr_trace, make_optimizer, one_cycle
-from cifar.utils import autocast_dtype, seed_everything
+from cifar.utils import autocast_dtype, derive_seed, seed_everything, seed_loader
 
 
 class Tiny(nn.Module):
@@ -67,7 +67,7 @@ class _StopAfter:
     def __init__(self, loader, n: int):
         self.loader, self.n = loader, n
 
-    def __getattr__(self, name):  # generator, dataset: what seed_epoch reseeds
+    def __getattr__(self, name):  # generator, dataset: what seed_loader reseeds
         return getattr(self.loader, name)
 
     def __len__(self) -> int:
@@ -111,6 +111,39 @@ def test_resume_within_an_epoch_continues_exactly(tmp_path):
         [row[c] for c in columns] for row in resumed_result.history
     ]
     assert torch.load(tmp_path / "interrupted" / train.CHECKPOINT_NAME, weights_only=False)["partial"] is None
+
+
+def test_derived_seeds_are_fixed_and_apart():
+    assert derive_seed(1, "epoch", 3) == derive_seed(1, "epoch", np.int64(3)) == derive_seed(1, "epoch", 3)
+    seeds = {derive_seed(seed, "epoch", epoch) for seed in range(3) for epoch in range(1001)}
+    seeds |= {derive_seed(seed, key) for seed in range(3) for key in ("model", "lr range test")}
+    assert len(seeds) == 3 * 1001 + 6  # seed * 1000 + epoch would give seed 1's epoch 1000 seed 2's epoch 0
+    assert all(0 <= seed < 2**32 for seed in seeds)
+
+
+def test_seed_loader_makes_a_pass_a_function_of_the_seed():
+    loader, _ = _loaders()
+
+    def one_pass(seed):
+        seed_loader(loader, seed)
+        images, labels = zip(*loader)  # shuffled and augmented
+        return torch.cat(images), torch.cat(labels), torch.rand(3)  # and the global RNG after it
+
+    first, other, again = one_pass(7), one_pass(8), one_pass(7)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], other[0]) and not torch.equal(first[1], other[1])
+
+
+def test_building_a_model_leaves_the_callers_random_stream_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    model = s10.s10_model(s10.S10Config())
+    assert torch.equal(torch.rand(3), expected)
+    for a, b in zip(model.state_dict().values(), s10.s10_model(s10.S10Config()).state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the config's seed alone sets the weights
+    other = s10.s10_model(s10.S10Config(seed=2)).prep[0].weight
+    assert not torch.equal(model.prep[0].weight, other)
 
 
 def test_resume_refuses_another_config(tmp_path):
@@ -231,8 +264,10 @@ def test_fast_recipe_is_pages_resnet9_recipe():
     config = s10.s10_fast_recipe()
     assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (11, "sgd", 0.4, 0.2)
     assert config.eval_every == 6 and s10.S10Config().eval_every == 1  # the lesson tests every epoch
-    assert config.extra == {"loader": "tensor", "flip_tta": True, "logit_scale": 0.125}
+    assert (config.loader, config.flip_tta, config.logit_scale) == ("tensor", True, 0.125)
     assert s10.s10_model(config).logit_scale == 0.125
+    with pytest.raises(ValueError, match="loader must be one of"):
+        s10.S10Config(loader="tensors")
 
 
 def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
@@ -264,7 +299,8 @@ def test_recipes_and_command_line_overrides():
     lesson, original = s10.S10Config(), s10.s10_original_recipe()
     assert (lesson.optimizer, lesson.weight_decay, lesson.label_smoothing) == ("sgd", 5e-4, 0.2)
     assert (original.optimizer, original.weight_decay, original.label_smoothing) == ("adam", 1e-4, 0.0)
-    assert (original.finder_start_lr, original.finder_end_lr, original.extra) == (1e-7, 0.1, {})
+    assert (original.finder_start_lr, original.finder_end_lr, original.logit_scale) == (1e-7, 0.1, 1.0)
+    assert (lesson.loader, lesson.flip_tta, original.loader, original.flip_tta) == ("albumentations", False) * 2
     assert (lesson.finder_rule, original.finder_rule) == ("steepest", "min/10")
     assert lesson.epochs == original.epochs == 24 and lesson.pct_start == original.pct_start == 5 / 24
     assert s10.s10_model(lesson).logit_scale == 0.125 and s10.s10_model(original).logit_scale == 1.0

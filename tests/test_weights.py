@@ -16,7 +16,7 @@ import torch
 
 from cifar.dataset import file_sha256
 from cifar.model import CustomResNet
-from cifar.s10 import S10Config, load_s10_weights, main, restore_run, s10_fast_recipe
+from cifar.s10 import RECIPES, S10Config, load_s10_weights, main, recipe_record, restore_run, s10_fast_recipe
 from cifar.train import first_epoch_reaching
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -32,7 +32,7 @@ TARGETS = {"s10_custom_resnet.pt": 90.0, "s10_fast_recipe.pt": 90.0}  # recipes 
 def test_weights_are_there():
     assert WEIGHTS / "s10_custom_resnet.pt" in S10_WEIGHTS  # the lesson's run
     assert WEIGHTS / "s10_original_recipe.pt" in S10_WEIGHTS
-    assert WEIGHTS / "s10_fast_recipe.pt" in S10_WEIGHTS  # the fast recipe's run (issue "training speed")
+    assert WEIGHTS / "s10_fast_recipe.pt" in S10_WEIGHTS  # the fast recipe's run
 
 
 def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
@@ -52,6 +52,20 @@ def test_fast_weights_come_from_the_fast_recipe(tmp_path: Path):
     assert summary["command"].startswith("python -m cifar.train --recipe fast ")
     tested = [row["epoch"] for row in summary["history"] if row["test_acc"] is not None]
     assert tested == [6, 11] and summary["first_epoch_90"] == first_epoch_reaching(summary["history"], 90.0) == 11
+
+
+RECIPE_OF = {"s10_custom_resnet.pt": "lesson", "s10_original_recipe.pt": "original", "s10_fast_recipe.pt": "fast"}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_OF))
+def test_named_recipes_write_the_committed_records(name: str):
+    """Each named recipe, as S10Config holds it now, is recorded exactly as the committed weights' record says."""
+    record = json.loads((WEIGHTS / name).with_suffix(".json").read_text())
+    config = RECIPES[RECIPE_OF[name]]()
+    assert recipe_record(config, record["recipe"]["max_lr"]) == record["recipe"]
+    assert (config.epochs, config.seed) == (record["epochs"], record["seed"])
+    model, _ = load_s10_weights(WEIGHTS / name)  # the options read back from the record
+    assert model.logit_scale == config.logit_scale
 
 
 @pytest.mark.parametrize("path", S10_WEIGHTS, ids=lambda p: p.name)

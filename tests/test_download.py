@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 
 from cifar import transfer
-from cifar.boxes import raccoon_root, read_box_csv
+from cifar.boxes import read_box_csv
 from cifar.dataset import (
     CIFAR10_CLASSES,
     DataError,
@@ -41,6 +41,7 @@ from cifar.dataset import (
     split_indices,
 )
 from cifar.download import FISH_EGU2017, RACCOON, download_file, mirror_url
+from cifar.raccoon import raccoon_root
 from cifar.utils import data_dir
 
 OFFLINE = data_dir()  # read at import: the tests below unset CIFAR_DATA_DIR

@@ -2,12 +2,13 @@
 
 Library: ``dataset`` (CIFAR-10 and class-folder data, transforms, splits), ``model``
 (CustomResNet, ResNet-50 from scratch), ``train`` (the training engine: one epoch, evaluation,
-a resumable ``fit``), ``scheduler`` (optimizers, one-cycle, LR range test), ``artifacts``
-(atomic saves, run summaries, the weights format), ``utils`` (data location, device, precision,
-seeding, plots, Grad-CAM), ``rf`` (receptive fields), ``bench`` (throughput), ``cli`` (the
-commands' shared options). Lessons: ``s10`` (the S10 CustomResNet on CIFAR-10), ``boxes``
-(ResNet-50 bounding-box regression on the raccoon photos), ``transfer`` (ResNet-34 transfer
-learning on the fish photos).
+a resumable ``fit``), ``scheduler`` (optimizers, one-cycle, LR range test), ``boxes``
+(bounding-box data, IoU metrics and losses), ``transfer`` (fine-tuning a ResNet-34 with a new
+head), ``artifacts`` (atomic saves, run summaries, the weights format), ``utils`` (data location,
+device, precision, seeding, plots, Grad-CAM), ``rf`` (receptive fields), ``bench`` (throughput),
+``cli`` (the commands' shared options). Lessons: ``s10`` (the S10 CustomResNet on CIFAR-10),
+``raccoon`` (ResNet-50 bounding-box regression on the raccoon photos), ``fish`` (ResNet-34
+transfer learning on the fish photos).
 
 The names below are importable from ``cifar`` directly; each module is imported the first
 time one of its names is used, so ``import cifar`` itself is cheap.
@@ -53,6 +54,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "count_weighted_layers",
         "load_imagenet_into",
         "load_torchvision_resnet50",
+        "torchvision_state_dict",
     ),
     "rf": ("empirical_receptive_field", "receptive_field_table"),
     "scheduler": ("find_lr", "lr_trace", "make_optimizer", "one_cycle"),
@@ -66,6 +68,33 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "fit",
         "predict",
         "train_one_epoch",
+    ),
+    "boxes": (
+        "BoxDataset",
+        "box_iou_per_sample",
+        "box_loss",
+        "box_metrics",
+        "box_model",
+        "box_test_transforms",
+        "box_train_transforms",
+        "iou_score",
+        "load_box_model",
+        "mean_box_baseline",
+        "measure_latency",
+        "predict_boxes",
+        "prediction_gallery",
+        "read_box_csv",
+        "save_box_model",
+    ),
+    "transfer": (
+        "fit_one_cycle",
+        "freeze_backbone",
+        "load_classifier",
+        "parameter_groups",
+        "resnet34_classifier",
+        "resnet34_weights",
+        "save_classifier",
+        "unfreeze",
     ),
     "s10": (
         "RECIPES",
@@ -85,6 +114,18 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "s10_tricks_recipe",
         "save_s10_weights",
     ),
+    "raccoon": ("RaccoonConfig", "raccoon_config", "raccoon_datasets", "raccoon_root", "train_raccoon"),
+    "fish": (
+        "FISH_GROUPS",
+        "FISH_RECIPES",
+        "FishConfig",
+        "fish_config",
+        "fish_root",
+        "run_leaky_split",
+        "run_transfer",
+        "split_table",
+        "transfer_data",
+    ),
     "artifacts": ("load_weights", "save_weights"),
     "utils": (
         "autocast_dtype",
@@ -97,6 +138,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "get_device",
         "grad_scaler",
         "gradcam_overlays",
+        "misclassified_gallery",
         "misclassified_indices",
         "needs_grad_scaler",
         "per_class_accuracy",

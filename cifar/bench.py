@@ -1,6 +1,6 @@
 """Training-speed benchmark of the S10 network: the original course's way against the project's paths.
 
-``python -m cifar.bench`` (``--quick`` for a short run) measures, on one device and in one run,
+``python -m cifar.bench`` (``--fast`` for a short run) measures, on one device and in one run,
 images per second of a whole training step (data preparation, forward, backward, optimizer) for
 
 * ``baseline``: fp32, NCHW, per-sample albumentations through a DataLoader with workers (the original);
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import cli
 from .dataset import AlbumentationsDataset, TensorBatches, load_cifar10, make_loader, train_transforms
 from .model import CustomResNet
 from .utils import autocast, autocast_dtype, describe_device, get_device, grad_scaler, seed_everything
@@ -284,11 +285,12 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cifar.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="batch 128, 1 warm-up and 3 timed steps (~2 min on CPU)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default 512 (128 with --quick)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed steps per path (default 5, 3 with --quick)")
+    parser.add_argument("--fast", action="store_true", help="batch 128, 1 warm-up and 3 timed steps (~2 min on CPU)")
+    parser.add_argument("--quick", dest="fast", action="store_true", help=argparse.SUPPRESS)  # the earlier name
+    parser.add_argument("--batch-size", type=int, default=None, help="default 512 (128 with --fast)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per path (default 5, 3 with --fast)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
     parser.add_argument("--equivalence", type=int, metavar="STEPS", default=None,
@@ -296,7 +298,15 @@ def main(argv: list[str] | None = None) -> dict:
                         "weights and batches, and compare loss curves and test accuracy")  # fmt: skip
     parser.add_argument("--plot", default=None, help="with --equivalence: save the loss curves to this PNG")
     parser.add_argument("--test-images", type=int, default=2000, help="with --equivalence: test images to score")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command line: the benchmark (or, with ``--equivalence``, the precision comparison); returns its results."""
+    return cli.run(lambda: _main(parse_args(argv)))
+
+
+def _main(args: argparse.Namespace) -> dict:
     if args.equivalence:
         steps, batch_size = args.equivalence, args.batch_size or 64
         results = precision_equivalence(steps, batch_size, args.device, test_images=args.test_images)
@@ -310,9 +320,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()
                           if not k.endswith("_losses")}))  # fmt: skip
         return results
-    batch_size = args.batch_size or (128 if args.quick else 512)
-    repeats = args.repeats or (3 if args.quick else 5)
-    results = run(batch_size, 1 if args.quick else 2, repeats, args.compile, args.device)
+    batch_size = args.batch_size or (128 if args.fast else 512)
+    repeats = args.repeats or (3 if args.fast else 5)
+    results = run(batch_size, 1 if args.fast else 2, repeats, args.compile, args.device)
     print(format_table(results))
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}))
     return results

@@ -1,7 +1,6 @@
 """Bounding-box regression on real photos: one box per image, a ResNet-50 with a 4-output head.
 
-The lesson's data is the raccoon set (``$CIFAR_DATA_DIR/raccoon``: 200 photos, 217 boxes, the
-author's train/test split of 160/40 images). Pieces, in the order the lesson uses them:
+The library of the raccoon lesson (:mod:`cifar.raccoon`), usable with any CSV of image file + box:
 
 * :func:`read_box_csv` / :class:`BoxDataset`: a CSV of image file + box, validated row by row
   (errors name the row and the file), every image converted to RGB, one box per image
@@ -9,23 +8,21 @@ author's train/test split of 160/40 images). Pieces, in the order the lesson use
 * :func:`box_train_transforms` / :func:`box_test_transforms`: albumentations pipelines that move
   the box with the pixels; :func:`plot_augmented_boxes` shows it;
 * targets in [0, 1] (:func:`normalize_box`), :func:`box_loss` (MSE, SmoothL1, GIoU);
-* :func:`box_iou_per_sample`, :func:`iou_score`, :func:`box_metrics`, and the original course's
-  "accuracy" (:func:`original_accuracy`), kept only as a contrast;
-* :func:`prediction_gallery`, :func:`measure_latency`, :func:`save_box_model` / :func:`load_box_model`;
-* :func:`train_raccoon`: the whole lesson's training through :func:`cifar.train.fit`, and
-  ``python -m cifar.boxes --epochs 30 --out runs/raccoon`` on the command line.
+* :func:`box_iou_per_sample`, :func:`iou_score`, :func:`box_metrics`, :func:`mean_box_baseline`, and
+  the original course's "accuracy" (:func:`original_accuracy`), kept only as a contrast;
+* :func:`box_model`, :func:`predict_boxes`, :func:`prediction_gallery`, :func:`measure_latency`,
+  :func:`save_box_model` / :func:`load_box_model` (the course's weights format).
+
+``python -m cifar.boxes`` runs the raccoon lesson's command line (:func:`cifar.raccoon.main`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import albumentations as A
@@ -37,9 +34,10 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from .artifacts import load_weights, save_weights
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader, read_image
 from .model import ResNet50, load_imagenet_into
-from .utils import autocast, cache_dir, data_dir, get_device, resolve_amp_dtype, seed_everything
+from .utils import autocast, resolve_amp_dtype, seed_everything
 
 #: Box columns of each supported CSV format.
 #: ``corners`` (alias ``pascal_voc``): xmin, ymin, xmax, ymax in pixels; x is the column, y the row
@@ -53,12 +51,6 @@ BOX_COLUMNS = {
 #: Optional image-size columns of the corner format, checked against the image file when present.
 IMAGE_SIZE_COLUMNS = ("width", "height")
 MULTI_BOX_POLICIES = ("largest", "first", "error")
-
-HOW_TO_GET_RACCOON = (
-    "With CIFAR_DATA_DIR unset the set is downloaded (internet needed). Offline, set the environment "
-    "variable CIFAR_DATA_DIR to a folder holding raccoon/train_labels.csv, raccoon/test_labels.csv and "
-    "raccoon/images/ (the offline copy of datitran/raccoon_dataset), or pass root= / --data-dir."
-)
 
 
 # ----------------------------------------------------------------------------- reading the CSV
@@ -328,6 +320,12 @@ def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
                         torch.maximum(y1, y2)], -1)  # fmt: skip
 
 
+#: The regression losses by name (see :func:`box_loss`).
+BOX_LOSSES: dict[str, Callable[[], nn.Module]] = {
+    "mse": nn.MSELoss, "smoothl1": lambda: nn.SmoothL1Loss(beta=0.05), "giou": GIoULoss,
+}  # fmt: skip
+
+
 def box_loss(name: str = "mse") -> nn.Module:
     """The regression loss by name, on normalized corner boxes.
 
@@ -335,10 +333,9 @@ def box_loss(name: str = "mse") -> nn.Module:
     % of the image are squared, bigger ones linear; beta=1 would make it plain MSE/2 on
     [0, 1] coordinates) or ``"giou"`` (:class:`GIoULoss`, which optimises overlap directly).
     """
-    losses = {"mse": lambda: nn.MSELoss(), "smoothl1": lambda: nn.SmoothL1Loss(beta=0.05), "giou": GIoULoss}
-    if name not in losses:
-        raise ValueError(f"loss must be one of {sorted(losses)}, not {name!r}")
-    return losses[name]()
+    if name not in BOX_LOSSES:
+        raise ValueError(f"loss must be one of {sorted(BOX_LOSSES)}, not {name!r}")
+    return BOX_LOSSES[name]()
 
 
 def box_iou_per_sample(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -593,37 +590,29 @@ def measure_latency(
     return result
 
 
-def save_box_model(model: ResNet50, path: str | Path, **meta) -> Path:
-    """Save the ``state_dict`` (not a pickled model) at ``path`` and a JSON beside it (head, extras)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
-    record = {"architecture": type(model).__name__, "num_classes": model.fc.out_features,
-              "sigmoid": bool(getattr(model, "sigmoid", False)), **meta}  # fmt: skip
-    path.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str))
-    return path
+def save_box_model(model: ResNet50, path: str | Path, **record) -> Path:
+    """Save a box regressor in the course's weights format (:func:`cifar.artifacts.save_weights`).
 
-
-def load_box_model(path: str | Path, sigmoid: bool | None = None, map_location: str | torch.device = "cpu"):
-    """Rebuild a :class:`ResNet50` and load a state dict saved by :func:`save_box_model`; eval mode.
-
-    The head width comes from the weights; ``sigmoid`` from the JSON beside them unless given
-    (True, the lesson's default, when there is no JSON). Loads with ``weights_only=True``.
+    The JSON record holds what :func:`load_box_model` rebuilds the network from (architecture, head
+    width, sigmoid) and ``record`` (the config, metrics, normalization...).
     """
-    path = Path(path)
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if sigmoid is None:
-        info = path.with_suffix(".json")
-        sigmoid = json.loads(info.read_text()).get("sigmoid", True) if info.is_file() else True
-    model = ResNet50(num_classes=state["fc.weight"].shape[0], sigmoid=sigmoid)
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    record = {"architecture": type(model).__name__, "num_classes": model.fc.out_features,
+              "sigmoid": bool(getattr(model, "sigmoid", False)), **record}  # fmt: skip
+    return save_weights(model, path, record)
+
+
+def load_box_model(path: str | Path) -> tuple[ResNet50, dict]:
+    """The :class:`ResNet50` saved by :func:`save_box_model` (float32, eval mode) and its record."""
+    state, record = load_weights(path)
+    if record.get("architecture") != "ResNet50":
+        raise ValueError(f"{path} holds a {record.get('architecture')!r}, not a ResNet50 box regressor")
+    model = ResNet50(num_classes=record["num_classes"], sigmoid=record["sigmoid"])
+    model.load_state_dict(state)
+    return model.eval(), record
 
 
 def box_model(sigmoid: bool = True, pretrained: bool = False, seed: int | None = None) -> tuple[ResNet50, str]:
-    """The lesson's regressor, ``ResNet50(num_classes=4, sigmoid=...)``, and how it was initialised.
+    """A box regressor, ``ResNet50(num_classes=4, sigmoid=...)``, and how it was initialised.
 
     ``sigmoid=True`` (the default here) keeps every predicted coordinate in (0, 1), the range of
     the targets, and starts training from boxes around the image centre; the original course
@@ -638,175 +627,7 @@ def box_model(sigmoid: bool = True, pretrained: bool = False, seed: int | None =
     return model, status
 
 
-# ----------------------------------------------------------------------------- the lesson's training
-
-
-@dataclass
-class RaccoonConfig:
-    """Everything that defines a raccoon run; saved with its checkpoints (a resume must match)."""
-
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-3
-    image_size: int = 224
-    loss: str = "mse"
-    sigmoid: bool = True
-    pretrained: bool = False
-    amp: bool = True  # bf16/fp16 autocast where fast (cifar.utils.autocast_dtype), for training and testing
-    seed: int = 0
-    train_images: int | None = None  # None: all 160
-    test_images: int | None = None  # None: all 40
-
-
-def raccoon_config(fast: bool = False, **changes) -> RaccoonConfig:
-    """The lesson's settings; ``fast``: 4 train / 4 test images at 64 px, 1 epoch, batch 2 (seconds on a CPU)."""
-    if fast:
-        changes = {"epochs": 1, "batch_size": 2, "image_size": 64, "train_images": 4, "test_images": 4, **changes}
-    return RaccoonConfig(**changes)
-
-
-def raccoon_root(root: str | Path | None = None) -> Path:
-    """The raccoon folder: ``root``, else ``$CIFAR_DATA_DIR/raccoon``, else a download into the cache dir.
-
-    The download (:data:`cifar.download.RACCOON`: pinned commit, every file checked against its
-    SHA-256) goes to ``cache_dir()/raccoon`` and is reused. A DataError says how to fix a miss.
-    """
-    folder = Path(root) if root is not None else data_dir("raccoon")
-    if folder is None:
-        from .download import RACCOON, download_source
-
-        folder = download_source(RACCOON, cache_dir() / "raccoon")
-    if not (folder / "train_labels.csv").is_file():
-        raise DataError(f"{folder / 'train_labels.csv'} not found. {HOW_TO_GET_RACCOON}")
-    return folder
-
-
-def raccoon_datasets(config: RaccoonConfig, root: str | Path | None = None) -> tuple[BoxDataset, BoxDataset]:
-    """The author's split: train_labels.csv (160 images) with augmentation, test_labels.csv (40) without."""
-    folder = raccoon_root(root)
-    train_set = BoxDataset(folder / "train_labels.csv", folder / "images", box_train_transforms(config.image_size),
-                           max_images=config.train_images)  # fmt: skip
-    test_set = BoxDataset(folder / "test_labels.csv", folder / "images", box_test_transforms(config.image_size),
-                          max_images=config.test_images)  # fmt: skip
-    return train_set, test_set
-
-
-@dataclass
-class RaccoonRun:
-    """What :func:`train_raccoon` returns: the trained model, its history and test metrics."""
-
-    model: ResNet50
-    history: list[dict]
-    metrics: dict
-    init_status: str
-    train_set: BoxDataset
-    test_set: BoxDataset
-    predicted: torch.Tensor  # normalized test boxes, in test_set order
-    true: torch.Tensor
-
-
-def train_raccoon(
-    config: RaccoonConfig | None = None,
-    checkpoint_dir: str | Path | None = None,
-    root: str | Path | None = None,
-    device: torch.device | None = None,
-    progress: bool = True,
-    num_workers: int | None = None,
-    log=print,
-) -> RaccoonRun:
-    """The lesson's training: ResNet-50 box regressor, Adam (lr 1e-3), MSE on normalized boxes.
-
-    Seeded; data from ``$CIFAR_DATA_DIR/raccoon`` (or ``root``); trains with
-    :func:`cifar.train.fit` (``score_fn=iou_score``, ``score_name="iou"``: the history has
-    ``train_iou``/``test_iou`` in %). With ``checkpoint_dir`` every epoch is checkpointed and a
-    second call with the same config resumes. ``train_raccoon(raccoon_config(fast=True))``
-    runs in seconds on a CPU.
-    """
-    from .train import fit, predict
-
-    config = config or RaccoonConfig()
-    device = device or get_device()
-    train_set, test_set = raccoon_datasets(config, root)
-    model, status = box_model(config.sigmoid, config.pretrained, seed=config.seed)
-    log(status)
-    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, num_workers=num_workers,
-                               device=device)  # fmt: skip
-    test_loader = make_loader(test_set, 2 * config.batch_size, train=False, num_workers=num_workers, device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    amp_dtype = resolve_amp_dtype(device, "auto" if config.amp else None)
-    result = fit(
-        model, train_loader, test_loader, optimizer, None, config.epochs, device, loss_fn=box_loss(config.loss),
-        seed=config.seed, checkpoint_dir=checkpoint_dir, config=asdict(config),
-        amp_dtype=amp_dtype, progress=progress, score_fn=iou_score, score_name="iou", log=log,
-    )  # fmt: skip
-    predicted, true = predict(model, test_loader, device, amp_dtype, False)  # in the precision fit tested in
-    metrics = box_metrics(predicted, true, test_set.sizes)
-    metrics["test_loss"] = float(box_loss(config.loss)(predicted, true))
-    return RaccoonRun(model, result.history, metrics, status, train_set, test_set, predicted, true)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = RaccoonConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m cifar.boxes", description="Train the ResNet-50 raccoon box regressor (the lesson's recipe)."
-    )
-    parser.add_argument("--data-dir", help="raccoon folder (default: $CIFAR_DATA_DIR/raccoon, else downloaded)")
-    parser.add_argument("--out", default="runs/raccoon", help="run folder: checkpoint, history, figures (resumes)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--loss", choices=["mse", "smoothl1", "giou"], default=defaults.loss)
-    parser.add_argument("--linear-head", action="store_true", help="no sigmoid on the 4 outputs (as the original)")
-    parser.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (needs internet)")
-    parser.add_argument("--no-amp", action="store_true", help="train in fp32 only")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--fast", action="store_true", help="smoke test: 4+4 images at 64 px, 1 epoch")
-    parser.add_argument("--latency-repeats", type=int, default=20, help="0 skips the latency measurement")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Command line: train, then save weights, history, curves, gallery, metrics (and latency) in ``--out``."""
-    args = parse_args(argv)
-    fields = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "image_size": args.image_size,
-              "loss": args.loss, "sigmoid": not args.linear_head, "pretrained": args.pretrained,
-              "amp": not args.no_amp, "seed": args.seed}  # fmt: skip
-    if args.fast:
-        defaults = asdict(RaccoonConfig())
-        fields = {k: v for k, v in fields.items() if v != defaults[k]}  # explicit flags override the fast preset
-    config = raccoon_config(args.fast, **fields)
-    out = Path(args.out)
-    device = get_device()
-    started = time.time()
-    try:
-        run = train_raccoon(config, out, args.data_dir, device)
-    except DataError as error:
-        sys.exit(f"error: {error}")
-    from .utils import describe_device
-
-    seconds = time.time() - started
-    command = "python -m cifar.boxes " + " ".join(argv if argv is not None else sys.argv[1:])
-    summary = {
-        "command": command.strip(), "config": asdict(config), "device": describe_device(device),
-        "init": run.init_status, "wall_seconds_this_call": round(seconds, 1), "metrics": run.metrics,
-    }  # fmt: skip
-    save_box_model(run.model, out / "raccoon_resnet50.pt", config=asdict(config), metrics=run.metrics,
-                   mean=IMAGENET_MEAN, std=IMAGENET_STD)  # fmt: skip
-    plot_box_history(run.history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
-    amp_dtype = "auto" if config.amp else None
-    prediction_gallery(run.model, run.test_set, device=device, amp_dtype=amp_dtype).savefig(
-        out / "gallery.png", dpi=100, bbox_inches="tight"
-    )
-    if args.latency_repeats > 0:
-        summary["latency"] = measure_latency(run.model, config.image_size, repeats=args.latency_repeats, device=device,
-                                             amp_dtype=amp_dtype)  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    m = run.metrics
-    print(f"test: mean IoU {m['mean_iou']:.3f}, IoU >= 0.5 on {100 * m['share_iou_50']:.0f}% of {m['images']} images, "
-          f"original 'accuracy' {m['original_accuracy_contrast']:.1f} (contrast only); {out}")  # fmt: skip
-    return summary
-
-
 if __name__ == "__main__":
+    from .raccoon import main
+
     main()

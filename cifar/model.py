@@ -364,18 +364,28 @@ def load_torchvision_resnet50(pretrained: bool = True, progress: bool = False) -
     return model, load_imagenet_into(model, progress)
 
 
-def imagenet_state_dict(progress: bool = False) -> tuple[dict | None, str]:
-    """torchvision's ResNet-50 IMAGENET1K_V2 state dict, or None with the reason it could not be had."""
+def torchvision_state_dict(weights, progress: bool = False) -> dict[str, torch.Tensor]:
+    """The state_dict of torchvision ``weights`` (a member such as ``ResNet50_Weights.IMAGENET1K_V2``).
+
+    From torch hub's cache, else downloaded into it, its hash checked. torch.hub's
+    "Downloading: ..." line is silenced (callers report the outcome in one line of their own);
+    a failure (no network, proxy, corrupt file) raises.
+    """
     import contextlib
     import io
 
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        return weights.get_state_dict(progress=progress, check_hash=True)
+
+
+def imagenet_state_dict(progress: bool = False) -> tuple[dict | None, str]:
+    """torchvision's ResNet-50 IMAGENET1K_V2 state dict, or None with the reason it could not be had."""
     from torchvision.models import ResNet50_Weights
 
     weights = ResNet50_Weights.IMAGENET1K_V2
     try:
-        sink = io.StringIO()  # torch.hub's "Downloading: ..." line: the status below replaces it
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            return weights.get_state_dict(progress=progress, check_hash=True), f"loaded {weights}"
+        return torchvision_state_dict(weights, progress), f"loaded {weights}"
     except Exception as error:  # no network, proxy, corrupt cache...
         reason = str(getattr(error, "reason", error)).splitlines()[0][:120]
         return None, f"{weights} unavailable ({type(error).__name__}: {reason})"

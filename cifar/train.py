@@ -1,7 +1,7 @@
 """The training engine: one epoch, prediction and evaluation, and a resumable ``fit``.
 
 Nothing here knows about a lesson: the S10 recipe is in :mod:`cifar.s10`, the raccoon boxes in
-:mod:`cifar.boxes`, the fish in :mod:`cifar.transfer`. ``python -m cifar.train`` runs the S10
+:mod:`cifar.raccoon`, the fish in :mod:`cifar.fish`. ``python -m cifar.train`` runs the S10
 lesson's command line (:func:`cifar.s10.main`).
 """
 

@@ -262,7 +262,8 @@ def denormalize(image: torch.Tensor, mean, std) -> np.ndarray:
 
 
 def show_images(images, titles: list[str] | None = None, ncols: int = 8, size: float = 1.6, title: str | None = None):
-    """A grid of HWC images (uint8 or float in [0, 1]) with optional titles; returns the Figure."""
+    """A grid of HWC images (uint8 or float in [0, 1]; None leaves a panel empty) with optional titles; returns
+    the Figure."""
     import matplotlib.pyplot as plt
 
     n = len(images)
@@ -271,6 +272,8 @@ def show_images(images, titles: list[str] | None = None, ncols: int = 8, size: f
     for ax in axes.flat:
         ax.axis("off")
     for i, (ax, image) in enumerate(zip(axes.flat, images)):
+        if image is None:
+            continue
         ax.imshow(image, interpolation="nearest")
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
@@ -312,6 +315,66 @@ def gradcam_overlays(
         show_cam_on_image(denormalize(image, mean, std).astype(np.float32), heatmap, use_rgb=True, image_weight=0.6)
         for image, heatmap in zip(inputs.cpu(), heatmaps)
     ]
+
+
+GALLERY_TITLES = {
+    "images": "Misclassified (true → predicted)",
+    "gradcam": "Grad-CAM for the predicted class",
+    "both": "Misclassified (true → predicted), then Grad-CAM",
+}
+
+
+def misclassified_gallery(
+    model: torch.nn.Module,
+    dataset,
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    classes,
+    mean,
+    std,
+    layer: torch.nn.Module | None = None,
+    n: int = 8,
+    ncols: int | None = None,
+    size: float = 1.6,
+    show: str = "both",
+    title: str | None = None,
+):
+    """The ``n`` mistakes made with the highest confidence, titled "true → predicted", and their Grad-CAM.
+
+    ``dataset[i]`` is ``(input, label)`` of the sample that ``outputs[i]`` scores, the input
+    normalized with ``mean``/``std``. Grad-CAM (:func:`gradcam_overlays`) shows, for the predicted
+    class, where ``layer`` (e.g. the last residual block) looked; it runs in fp32 on contiguous
+    memory, and ``model`` is left so, in eval mode. ``show``: ``"both"`` (each row of images
+    followed by the row of their Grad-CAM), ``"images"`` or ``"gradcam"``. ``ncols`` panels per
+    row (default: all in one). Returns the matplotlib Figure.
+    """
+    if show not in GALLERY_TITLES:
+        raise ValueError(f"show must be one of {sorted(GALLERY_TITLES)}, not {show!r}")
+    if show != "images" and layer is None:
+        raise ValueError("Grad-CAM needs the layer to look at")
+    wrong = misclassified_indices(outputs, targets, n)
+    if not len(wrong):
+        raise ValueError("no sample is misclassified: there is nothing to show")
+    predicted = outputs.argmax(1)
+    inputs = torch.stack([dataset[int(i)][0] for i in wrong])
+    titles = [f"{classes[targets[i]]} → {classes[predicted[i]]}" for i in wrong]
+    ncols = ncols or len(wrong)
+    images = [denormalize(x, mean, std) for x in inputs] if show != "gradcam" else []
+    overlays = []
+    if show != "images":
+        model.float().to(memory_format=torch.contiguous_format)
+        overlays = gradcam_overlays(model, inputs, predicted[wrong].tolist(), layer, mean, std)
+    if show != "both":
+        panels, labels = (images if show == "images" else overlays), titles
+    else:  # each row of images, then the row of their Grad-CAM below it
+        panels, labels = [], []
+        for start in range(0, len(wrong), ncols):
+            rows = slice(start, start + ncols)
+            empty = ncols - len(titles[rows])
+            for row in (images[rows], overlays[rows]):
+                panels += row + [None] * empty
+                labels += titles[rows] + [""] * empty
+    return show_images(panels, labels, ncols=ncols, size=size, title=title or GALLERY_TITLES[show])
 
 
 def confusion_matrix(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:

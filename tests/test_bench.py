@@ -40,8 +40,16 @@ def test_tensor_batches_normalize_shuffle_and_reproduce():
     assert sorted(sum(first, [])) == list(range(10))
 
 
-def test_benchmark_quick_runs_and_reports(capsys):
-    results = bench.main(["--quick", "--batch-size", "16", "--repeats", "1", "--device", "cpu"])
+def test_fast_is_the_short_run_and_quick_its_hidden_old_name(capsys):
+    assert bench.parse_args(["--fast"]).fast and bench.parse_args(["--quick"]).fast and not bench.parse_args([]).fast
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--help"])
+    usage = capsys.readouterr().out
+    assert "--fast" in usage and "--quick" not in usage
+
+
+def test_benchmark_fast_runs_and_reports(capsys):
+    results = bench.main(["--fast", "--batch-size", "16", "--repeats", "1", "--device", "cpu"])
     printed = capsys.readouterr().out.strip().splitlines()
     record = json.loads(printed[-1])
     for key in ("device", "baseline_img_s", "fast_img_s", "speedup", "eval_img_s", "bound_tflops"):

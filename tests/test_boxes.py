@@ -1,7 +1,9 @@
-"""Bounding-box regression: CSV checks, boxes that follow the pixels, metrics, save/reload, a fast real run."""
+"""Bounding-box regression: CSV checks, boxes that follow the pixels, metrics, save/reload; the raccoon lesson's fast
+real run and command line."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -13,12 +15,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torchvision.ops import box_iou
 
-from cifar import boxes as cb
+from cifar import raccoon as lesson
 from cifar.boxes import (
     BoxDataset,
     box_iou_per_sample,
     box_loss,
     box_metrics,
+    box_model,
     box_test_transforms,
     box_train_transforms,
     count_multi_box_images,
@@ -29,14 +32,14 @@ from cifar.boxes import (
     normalize_box,
     original_accuracy,
     plot_augmented_boxes,
+    predict_boxes,
     prediction_gallery,
-    raccoon_config,
     read_box_csv,
     save_box_model,
-    train_raccoon,
 )
 from cifar.dataset import DataError
 from cifar.model import ResNet50
+from cifar.raccoon import raccoon_config, train_raccoon
 from cifar.utils import data_dir
 
 HEADER = "filename,width,height,class,xmin,ymin,xmax,ymax"
@@ -216,17 +219,32 @@ def test_box_losses():
         box_loss("l3")
 
 
-def test_save_and_reload_give_equal_predictions(tmp_path):
+def test_save_and_reload_give_the_predictions_of_the_fp16_weights(tmp_path):
     torch.manual_seed(0)
     model = ResNet50(num_classes=4, sigmoid=True).eval()
     path = save_box_model(model, tmp_path / "w" / "box.pt", image_size=64)
-    assert isinstance(torch.load(path, weights_only=True), dict)  # a state dict, not a pickled model
-    assert json.loads(path.with_suffix(".json").read_text())["sigmoid"] is True
-    reloaded = load_box_model(path)
-    assert not reloaded.training and reloaded.sigmoid
+    state = torch.load(path, weights_only=True)  # a state dict in fp16, not a pickled model
+    assert state["fc.weight"].dtype == torch.float16
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["sigmoid"] is True and record["num_classes"] == 4 and record["image_size"] == 64
+    reloaded, loaded_record = load_box_model(path)
+    assert loaded_record == record and not reloaded.training and reloaded.sigmoid
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(reloaded(x), copy.deepcopy(model).half().float()(x), rtol=0, atol=0)
+        torch.testing.assert_close(reloaded(x), model(x), rtol=0, atol=2e-3)  # fp16 rounding of the weights
+    linear = ResNet50(num_classes=4, sigmoid=False)
+    assert not load_box_model(save_box_model(linear, tmp_path / "linear.pt"))[0].sigmoid
+
+
+def test_load_box_model_refuses_other_weights(tmp_path):
+    from cifar.artifacts import save_weights
+
+    path = save_weights(torch.nn.Linear(2, 2), tmp_path / "other.pt", {"architecture": "Linear"})
+    with pytest.raises(ValueError, match="not a ResNet50"):
+        load_box_model(path)
+    with pytest.raises(FileNotFoundError):
+        load_box_model(tmp_path / "absent.pt")
 
 
 def test_latency_dict_and_mode_restored():
@@ -298,22 +316,47 @@ def test_fast_training_run_on_real_photos(raccoon, tmp_path):
 
 
 def test_cli_fast(raccoon, tmp_path, monkeypatch):
-    monkeypatch.setattr(cb, "train_raccoon", _stub_run(raccoon))
-    summary = cb.main(["--fast", "--image-size", "32", "--out", str(tmp_path / "cli"), "--latency-repeats", "1"])
+    monkeypatch.setattr(lesson, "train_raccoon", _stub_run(raccoon))
+    summary = lesson.main(["--fast", "--image-size", "32", "--out", str(tmp_path / "cli"), "--latency-repeats", "1"])
     for name in ("raccoon_resnet50.pt", "raccoon_resnet50.json", "curves.png", "gallery.png", "summary.json"):
         assert (tmp_path / "cli" / name).is_file()
     assert summary["config"]["epochs"] == 1 and summary["latency"]["image_size"] == 32
+    assert summary["command"].startswith("python -m cifar.boxes --fast --image-size 32 --out ")
+    model, record = load_box_model(tmp_path / "cli" / "raccoon_resnet50.pt")
+    assert record["config"] == summary["config"] and model.sigmoid
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], {"epochs": 30, "image_size": 224, "train_images": None, "amp": True}),
+        (["--fast"], {"epochs": 1, "image_size": 64, "train_images": 4, "batch_size": 2}),
+        (["--fast", "--epochs", "3"], {"epochs": 3, "image_size": 64, "train_images": 4}),
+        (["--fast", "--epochs", "30", "--batch-size", "16"], {"epochs": 30, "batch_size": 16, "image_size": 64}),
+        (["--linear-head", "--pretrained", "--loss", "giou", "--precision", "fp32"],
+         {"sigmoid": False, "pretrained": True, "loss": "giou", "amp": False, "epochs": 30}),
+    ],
+)  # fmt: skip
+def test_cli_flags_override_the_fast_recipe(argv, expected):
+    config = lesson.config_from_args(lesson.parse_args(argv))
+    assert {name: getattr(config, name) for name in expected} == expected
+
+
+def test_cli_missing_data_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: .*train_labels\.csv not found"):
+        lesson.main(["--fast", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")])
 
 
 def _stub_run(root):
     """train_raccoon without the training (the fast run is tested above): keeps the CLI test short."""
 
-    def run(config, out, data_root, device):
-        train_set, test_set = cb.raccoon_datasets(config, root)
-        model, status = cb.box_model()
-        predicted, true = cb.predict_boxes(model, test_set, device)
+    def run(config, out, data_root, device, **kwargs):
+        train_set, test_set = lesson.raccoon_datasets(config, root)
+        model, status = box_model()
+        predicted, true = predict_boxes(model, test_set, device)
         history = [{"epoch": 1, "train_loss": 0.1, "test_loss": 0.1, "train_iou": 1.0, "test_iou": 1.0}]
-        return cb.RaccoonRun(model, history, box_metrics(predicted, true), status, train_set, test_set, predicted, true)
+        return lesson.RaccoonRun(model, history, box_metrics(predicted, true), status, train_set, test_set, predicted,
+                                  true)  # fmt: skip
 
     return run
 

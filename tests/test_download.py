@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar import transfer
-from cifar.boxes import raccoon_root, read_box_csv
+from cifar import fish as lesson
+from cifar.boxes import read_box_csv
 from cifar.dataset import (
     CIFAR10_CLASSES,
     DataError,
@@ -41,6 +41,7 @@ from cifar.dataset import (
     split_indices,
 )
 from cifar.download import FISH_EGU2017, RACCOON, download_file, mirror_url
+from cifar.raccoon import raccoon_root
 from cifar.utils import data_dir
 
 OFFLINE = data_dir()  # read at import: the tests below unset CIFAR_DATA_DIR
@@ -208,7 +209,7 @@ def test_unreachable_server_names_the_url(learner, monkeypatch):
 def test_http_error_names_the_url(server, learner, monkeypatch):
     monkeypatch.setenv("CIFAR_DOWNLOAD_MIRROR", server.url)  # serves nothing: 404
     with pytest.raises(DataError) as error:
-        transfer.fish_root()
+        lesson.fish_root()
     assert f"Cannot download {server.url}kratzert/EGU2017_public/{FISH_COMMIT}/data/" in str(error.value)
     assert "HTTP 404" in str(error.value) and "fish_egu2017/" in str(error.value)
 
@@ -246,12 +247,12 @@ def test_fish_downloads_into_the_cache_in_the_class_folder_layout(server, learne
         shutil.copytree(species, base / species.name)
     monkeypatch.setenv("CIFAR_DOWNLOAD_MIRROR", server.url)
 
-    root = transfer.fish_root()
+    root = lesson.fish_root()
 
     assert root == learner / "fish_egu2017"
     expected = {p.relative_to(offline).as_posix(): p.read_bytes() for p in sorted(offline.rglob("*.png"))}
     assert len(expected) == 1053 and _files(root) == expected
-    dataset, train_idx, test_idx, shared = transfer.transfer_data(None, transfer.transfer_config(fast=True))
+    dataset, train_idx, test_idx, shared = lesson.transfer_data(None, lesson.fish_config(fast=True))
     assert len(dataset) == 1053 and len(dataset.classes) == 7 and dataset.paths[0].is_relative_to(root)
     assert shared == 0.0
 
@@ -386,8 +387,8 @@ def _kaggle_replica(top: Path, nested: bool, per_class: int = 4) -> Path:
 def test_kaggle_layout_gives_nine_classes_without_masks(tmp_path, nested):
     top = _kaggle_replica(tmp_path / "kaggle", nested)
     assert scan_class_folders(top)[0] == ["Fish_Dataset", "NA_Fish_Dataset"]  # the download itself: wrong classes
-    root = transfer.fish_root(top, source="kaggle")
-    assert root == top / "Fish_Dataset" and transfer.fish_root(root, source="kaggle") == root
+    root = lesson.fish_root(top, source="kaggle")
+    assert root == top / "Fish_Dataset" and lesson.fish_root(root, source="kaggle") == root
     classes, samples = scan_class_folders(root)
     assert classes == KAGGLE_CLASSES
     assert len(samples) == sum(4 + c % 2 for c in range(9))
@@ -396,25 +397,25 @@ def test_kaggle_layout_gives_nine_classes_without_masks(tmp_path, nested):
 
 
 def test_kaggle_grouping_never_merges_classes(tmp_path):
-    root = transfer.fish_root(_kaggle_replica(tmp_path / "kaggle", nested=True), source="kaggle")
+    root = lesson.fish_root(_kaggle_replica(tmp_path / "kaggle", nested=True), source="kaggle")
     _, samples = scan_class_folders(root)
     paths, labels = [p for p, _ in samples], np.asarray([label for _, label in samples])
     assert len({fish_group(p) for p in paths}) == 5  # the EGU2017 rule would merge 00001.png of all 9 classes
-    groups = [transfer.FISH_GROUPS["kaggle"](p) for p in paths]
-    assert transfer.FISH_GROUPS["kaggle"] is kaggle_group and len(set(groups)) == len(paths)
+    groups = [lesson.FISH_GROUPS["kaggle"](p) for p in paths]
+    assert lesson.FISH_GROUPS["kaggle"] is kaggle_group and len(set(groups)) == len(paths)
     assert kaggle_group(paths[0]) == "Black Sea Sprat/00001"
     train_idx, test_idx = split_indices(labels, 0.25, seed=0, groups=groups)
     assert shared_group_fraction(groups, train_idx, test_idx) == 0.0
     assert sorted(np.bincount(labels[test_idx], minlength=9)) == [1] * 9  # stratified: one of 4-5 per class
-    config = transfer.transfer_config(fast=True)
-    dataset, _, test_idx, shared = transfer.transfer_data(root, config, transfer.FISH_GROUPS["kaggle"])
+    config = lesson.fish_config(fast=True)
+    dataset, _, test_idx, shared = lesson.transfer_data(root, config, lesson.FISH_GROUPS["kaggle"])
     assert dataset.classes == KAGGLE_CLASSES and shared == 0.0 and len(set(dataset.labels[test_idx])) == 9
 
 
 def test_kaggle_needs_kagglehub_and_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "kagglehub", None)  # import kagglehub raises ImportError
     with pytest.raises(DataError, match="pip install kagglehub"):
-        transfer.fish_root(source="kaggle")
+        lesson.fish_root(source="kaggle")
     top = _kaggle_replica(tmp_path / "kaggle", nested=True)
     asked = []
 
@@ -423,9 +424,9 @@ def test_kaggle_needs_kagglehub_and_says_how_to_install(tmp_path, monkeypatch):
         return str(top)
 
     monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=dataset_download))
-    assert transfer.fish_root(source="kaggle") == top / "Fish_Dataset"
+    assert lesson.fish_root(source="kaggle") == top / "Fish_Dataset"
     assert asked == ["crowww/a-large-scale-fish-dataset"]
     with pytest.raises(DataError, match="NA_Fish_Dataset"):
-        transfer.fish_root(tmp_path, source="kaggle")
+        lesson.fish_root(tmp_path, source="kaggle")
     with pytest.raises(ValueError, match="source"):
-        transfer.fish_root(source="flickr")
+        lesson.fish_root(source="flickr")

@@ -220,7 +220,7 @@ def test_s10_data_takes_the_device_given(monkeypatch):
 
 
 def test_raccoon_metrics_are_in_the_precision_fit_tested_in(monkeypatch):
-    from cifar.boxes import raccoon_config, train_raccoon
+    from cifar.raccoon import raccoon_config, train_raccoon
     from cifar.utils import data_dir
 
     folder = data_dir("raccoon")

@@ -1,4 +1,5 @@
-"""Transfer learning: offline weights notice, freezing, fit_one_cycle's schedule, saved class names, the lesson run."""
+"""Transfer learning: offline weights notice, freezing, fit_one_cycle's schedule, saved class names; the fish
+lesson's recipes, run and command line."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import copy
 import json
 import socket
 import urllib.error
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +16,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cifar import transfer
+from cifar import fish, transfer
 from cifar.dataset import AlbumentationsDataset, DataError, make_loader
+from cifar.fish import FishConfig, fish_config, run_leaky_split, run_transfer
 from cifar.transfer import (
-    TransferConfig,
     fit_one_cycle,
     freeze_backbone,
     load_classifier,
     parameter_groups,
     resnet34_classifier,
-    run_leaky_split,
-    run_transfer,
+    resnet34_weights,
     save_classifier,
-    transfer_config,
     unfreeze,
 )
 from cifar.utils import data_dir, seed_everything
@@ -71,8 +70,8 @@ def _fish_tree(root: Path, classes=("bream", "chub", "perch"), fish: int = 4, fr
     return root
 
 
-def _tiny_config(**changes) -> TransferConfig:
-    config = TransferConfig(
+def _tiny_config(**changes) -> FishConfig:
+    config = FishConfig(
         image_size=(32, 48), batch_size=8, head_epochs=1, fine_tune_epochs=1, weights=None, seed=0,
         max_steps_per_epoch=2, test_fraction=0.25,
     )  # fmt: skip
@@ -83,18 +82,19 @@ def _tiny_config(**changes) -> TransferConfig:
 
 
 def test_offline_weights_give_a_one_line_notice_and_random_weights(monkeypatch):
-    def offline(weights):
+    def offline(weights, progress=False):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(transfer, "_download_state_dict", offline)
+    monkeypatch.setattr(transfer, "torchvision_state_dict", offline)
     messages: list[str] = []
-    model, used = resnet34_classifier(7, "IMAGENET1K_V1", log=messages.append)
-    assert used == "random" and model.fc.out_features == 7 and model.fc.in_features == 512
+    assert resnet34_weights("IMAGENET1K_V1", log=messages.append) == (None, "random")
     assert len(messages) == 1 and "\n" not in messages[0]
     assert "IMAGENET1K_V1" in messages[0] and "RANDOM" in messages[0] and "URLError" in messages[0]
-    assert resnet34_classifier(2, None, log=messages.append)[1] == "random" and len(messages) == 1  # no attempt
+    assert resnet34_weights(None, log=messages.append) == (None, "random") and len(messages) == 1  # no attempt
     with pytest.raises(ValueError, match="weights must be"):
-        resnet34_classifier(2, "IMAGENET_NONSENSE")
+        resnet34_weights("IMAGENET_NONSENSE")
+    model = resnet34_classifier(7)
+    assert model.fc.out_features == 7 and model.fc.in_features == 512
 
 
 def test_pretrained_weights_are_loaded_and_reported(monkeypatch, tmp_path):
@@ -102,19 +102,19 @@ def test_pretrained_weights_are_loaded_and_reported(monkeypatch, tmp_path):
 
     torch.manual_seed(123)
     state = resnet34().state_dict()
-    monkeypatch.setattr(transfer, "_download_state_dict", lambda weights: state)
-    model, used = resnet34_classifier(3, "IMAGENET1K_V1", log=pytest.fail)
-    assert used == "IMAGENET1K_V1" and torch.equal(model.conv1.weight, state["conv1.weight"])
-    assert model.fc.out_features == 3
+    monkeypatch.setattr(transfer, "torchvision_state_dict", lambda weights, progress=False: state)
+    loaded, used = resnet34_weights("IMAGENET1K_V1", log=pytest.fail)
+    assert used == "IMAGENET1K_V1" and loaded is state
+    model = resnet34_classifier(3, loaded)
+    assert torch.equal(model.conv1.weight, state["conv1.weight"]) and model.fc.out_features == 3
     torch.save(state, tmp_path / "resnet34-b627a593.pth")  # a local copy of the weights file
-    model, used = resnet34_classifier(3, tmp_path / "resnet34-b627a593.pth", log=pytest.fail)
-    assert used.endswith("resnet34-b627a593.pth") and torch.equal(
-        model.layer4[2].bn2.weight, state["layer4.2.bn2.weight"]
-    )
+    loaded, used = resnet34_weights(tmp_path / "resnet34-b627a593.pth", log=pytest.fail)
+    assert used.endswith("resnet34-b627a593.pth")
+    assert torch.equal(resnet34_classifier(3, loaded).layer4[2].bn2.weight, state["layer4.2.bn2.weight"])
 
 
 def test_freeze_backbone_trains_only_the_head():
-    model, _ = resnet34_classifier(4, None)
+    model = resnet34_classifier(4)
     freeze_backbone(model)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["fc.weight", "fc.bias"]
@@ -176,16 +176,29 @@ def test_fit_one_cycle_with_discriminative_lrs_and_a_frozen_backbone(monkeypatch
 
 def test_save_and_load_classifier_keep_the_class_names(tmp_path):
     seed_everything(0)
-    model, used = resnet34_classifier(3, None)
+    model = resnet34_classifier(3)
     classes = ["bream", "chub", "perch"]
-    path = save_classifier(model, tmp_path / "fish.pt", classes, {"weights": used, "image_size": [64, 96]})
+    path = save_classifier(model, tmp_path / "fish.pt", classes, {"weights": "random", "image_size": [64, 96]})
+    state = torch.load(path, map_location="cpu", weights_only=True)  # the course's format: an fp16 state_dict
+    assert state["fc.weight"].dtype == torch.float16
     loaded, info = load_classifier(path)
     assert info["classes"] == classes and info["weights"] == "random" and info["image_size"] == [64, 96]
     assert info["mean"] == [0.485, 0.456, 0.406] and json.loads(path.with_suffix(".json").read_text()) == info
-    rounded = copy.deepcopy(model).half().float().eval()  # weights are stored in fp16
+    model.eval()
+    rounded = copy.deepcopy(model).half().float()  # weights are stored in fp16
     inputs = torch.randn(2, 3, 32, 48)
-    torch.testing.assert_close(loaded(inputs), rounded(inputs))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(inputs), rounded(inputs))
+        torch.testing.assert_close(loaded(inputs), model(inputs), rtol=2e-3, atol=2e-3)  # fp16 rounding
     assert not loaded.training
+
+
+def test_load_classifier_refuses_other_weights(tmp_path):
+    from cifar.artifacts import save_weights
+
+    path = save_weights(nn.Linear(2, 2), tmp_path / "other.pt", {"architecture": "Linear"})
+    with pytest.raises(ValueError, match="not a resnet34 classifier"):
+        load_classifier(path)
 
 
 # ----------------------------------------------------------------------------- the lesson run
@@ -223,9 +236,11 @@ def test_random_weights_train_all_layers_and_leaky_split_shares_fish(tmp_path):
 def test_cli_fast_run_writes_the_run_folder(tmp_path):
     root = _fish_tree(tmp_path / "fish")
     out = tmp_path / "run"
-    summary = transfer.main(["--data-dir", str(root), "--out", str(out), "--fast", "--weights", "none",
-                             "--image-size", "32", "48"])  # fmt: skip
+    summary = fish.main(["--data-dir", str(root), "--out", str(out), "--fast", "--weights", "none",
+                         "--image-size", "32", "48"])  # fmt: skip
     assert summary["weights"] == "random" and summary["split"] == "grouped" and summary["image_size"] == [32, 48]
+    assert summary["command"].startswith("python -m cifar.transfer --data-dir ")
+    assert summary["config"] == {**asdict(fish_config("random", fast=True)), "image_size": [32, 48]}
     for name in ("classifier.pt", "classifier.json", "history.csv", "curves.png", "lr_trace.png", "confusion.png"):
         assert (out / name).is_file(), name
 
@@ -245,7 +260,7 @@ def test_fast_mode_on_the_real_fish_set():
     root = data_dir("fish_egu2017")
     if root is None or not root.is_dir():
         pytest.skip("offline fish set absent: set CIFAR_DATA_DIR to a folder holding fish_egu2017/")
-    config = replace(transfer_config(fast=True), weights=None)
+    config = replace(fish_config(fast=True), weights=None)
     result = run_transfer(root, config, device=CPU, progress=False, log=_quiet)
     assert len(result.classes) == 7 and result.train_images == 56 and result.test_images == 28
     assert result.shared_group_fraction == 0.0 and result.seconds < 60
@@ -254,7 +269,7 @@ def test_fast_mode_on_the_real_fish_set():
 def test_split_table_reports_each_run():
     from types import SimpleNamespace
 
-    from cifar.transfer import split_table
+    from cifar.fish import split_table
 
     runs = [
         SimpleNamespace(split="grouped", test_images=226, shared_group_fraction=0.0, test_accuracy=38.94),
@@ -264,3 +279,60 @@ def test_split_table_reports_each_run():
     assert list(table.index) == ["grouped", "frames"]
     assert table.loc["frames", "share of test fish seen in training %"] == 96.2
     assert table.loc["frames", "test accuracy %"] == 64.29
+
+
+# ----------------------------------------------------------------------------- the lesson's recipes and command line
+
+
+def test_the_recipe_follows_the_weights_the_backbone_got(tmp_path, monkeypatch):
+    root = _fish_tree(tmp_path / "fish")
+    pretrained = _tiny_config(weights="IMAGENET1K_V1", max_steps_per_epoch=1)
+    random_start = _tiny_config(head_epochs=1, fine_tune_epochs=0, max_steps_per_epoch=1, batch_size=4)
+
+    monkeypatch.setattr(fish, "resnet34_weights", lambda weights, log: (None, "random"))  # offline
+    quick = {"device": CPU, "progress": False, "log": _quiet, "random_config": random_start, "amp_dtype": None}
+    offline = run_transfer(root, pretrained, **quick)
+    assert offline.config is random_start and offline.stages == ["all layers"] and len(offline.history) == 1
+
+    from torchvision.models import resnet34
+
+    state = resnet34().state_dict()
+    monkeypatch.setattr(fish, "resnet34_weights", lambda weights, log: (state, weights))  # online
+    online = run_transfer(root, pretrained, **quick)
+    assert online.config is pretrained and online.weights == "IMAGENET1K_V1"
+    assert online.stages == ["head", "fine-tune"] and len(online.lrs) == 2  # 1 step of 1 epoch, twice
+
+
+def test_recipes():
+    imagenet, random_start = fish_config("imagenet"), fish_config("random")
+    assert (imagenet.batch_size, imagenet.head_epochs, imagenet.fine_tune_epochs, imagenet.max_lr) == (128, 2, 4, 0.01)
+    assert imagenet.weights == "IMAGENET1K_V1" and random_start.weights is None
+    assert (random_start.batch_size, random_start.head_epochs + random_start.fine_tune_epochs) == (32, 15)
+    assert random_start.max_lr == 3e-3 and random_start.image_size == imagenet.image_size
+    fast = fish_config("random", fast=True)
+    assert (fast.image_size, fast.train_per_class, fast.max_steps_per_epoch, fast.max_lr) == ((64, 96), 8, 1, 3e-3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "recipe", "expected"),
+    [
+        ([], "imagenet", {"head_epochs": 2, "fine_tune_epochs": 4, "batch_size": 128, "weights": "IMAGENET1K_V1"}),
+        ([], "random", {"head_epochs": 5, "fine_tune_epochs": 10, "batch_size": 32, "weights": None}),
+        (["--fast"], "imagenet", {"head_epochs": 1, "fine_tune_epochs": 1, "image_size": (64, 96)}),
+        (["--fast", "--head-epochs", "3", "--fine-tune-epochs", "3"], "imagenet",
+         {"head_epochs": 3, "fine_tune_epochs": 3, "image_size": (64, 96), "max_steps_per_epoch": 1}),
+        (["--fast", "--fine-tune-epochs", "3", "--batch-size", "128"], "random",
+         {"head_epochs": 1, "fine_tune_epochs": 3, "batch_size": 128, "train_per_class": 8}),
+        (["--weights", "none", "--leaky", "--image-size", "32", "48", "--max-steps", "2", "--stages", "two"],
+         "imagenet", {"weights": None, "grouped": False, "image_size": (32, 48), "max_steps_per_epoch": 2,
+                      "stages": "two"}),
+    ],
+)  # fmt: skip
+def test_cli_flags_override_the_fast_recipe(argv, recipe, expected):
+    config = fish.config_from_args(fish.parse_args(argv), recipe)
+    assert {name: getattr(config, name) for name in expected} == expected
+
+
+def test_cli_missing_data_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: "):
+        fish.main(["--fast", "--weights", "none", "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path)])

@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import albumentations as A
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from .artifacts import load_weights, save_weights
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader, read_image
 from .model import ResNet50, load_imagenet_into
-from .utils import autocast, resolve_amp_dtype, seed_everything
+from .utils import autocast, derive_seed, resolve_amp_dtype, seeded
 
 #: Box columns of each supported CSV format.
 #: ``corners`` (alias ``pascal_voc``): xmin, ymin, xmax, ymax in pixels; x is the column, y the row
@@ -620,9 +621,8 @@ def box_model(sigmoid: bool = True, pretrained: bool = False, seed: int | None =
     weights into everything but the head where there is internet; offline the status says so
     and the random initialisation stays.
     """
-    if seed is not None:
-        seed_everything(seed)
-    model = ResNet50(num_classes=4, sigmoid=sigmoid)
+    with seeded(derive_seed(seed, "model")) if seed is not None else nullcontext():
+        model = ResNet50(num_classes=4, sigmoid=sigmoid)
     status = load_imagenet_into(model) if pretrained else "Random initialisation (pretrained=False)."
     return model, status
 

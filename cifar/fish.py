@@ -51,6 +51,7 @@ from .utils import (
     cache_dir,
     confusion_matrix,
     data_dir,
+    derive_seed,
     describe_device,
     get_device,
     per_class_accuracy,
@@ -58,7 +59,7 @@ from .utils import (
     plot_history,
     plot_lrs,
     resolve_amp_dtype,
-    seed_everything,
+    seeded,
 )
 
 
@@ -246,8 +247,8 @@ def run_transfer(
     train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device)
     test_loader = make_loader(test_set, config.batch_size, train=False, device=device)
     amp_dtype = resolve_amp_dtype(device, amp_dtype)  # the same precision for training, testing and the final test
-    seed_everything(config.seed)
-    model = resnet34_classifier(len(classes), state)
+    with seeded(derive_seed(config.seed, "model")):
+        model = resnet34_classifier(len(classes), state)
     split = "grouped" if config.grouped else "frames"
     log(f"{len(classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({split} split, "
         f"{100 * shared:.0f}% of test images share a fish with training); weights: {weights_used}")  # fmt: skip
@@ -264,7 +265,7 @@ def run_transfer(
         stage_dir = folder / f"stage{number}_{name.replace(' ', '_')}" if folder is not None else None
         result = fit_one_cycle(
             epochs, max_lr, model, train_loader, test_loader, config.weight_decay, config.grad_clip,
-            config.optimizer, backbone_lr_factor=factor, device=device, seed=config.seed * 100 + number,
+            config.optimizer, backbone_lr_factor=factor, device=device, seed=derive_seed(config.seed, "stage", number),
             checkpoint_dir=stage_dir, config={**asdict(config), "stage": name, "weights_used": weights_used},
             progress=progress, max_steps_per_epoch=config.max_steps_per_epoch, log=log, amp_dtype=amp_dtype,
         )  # fmt: skip

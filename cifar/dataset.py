@@ -394,7 +394,8 @@ class TensorBatches:
 
     ``alternating_flip`` (airbench) replaces the coin flip: every image gets a fixed random
     orientation from ``seed`` in even epochs and the other one in odd epochs (``set_epoch``,
-    which the trainer calls), so that consecutive epochs show each image both ways.
+    which the trainer calls), so that consecutive epochs show each image both ways. ``pad`` is
+    the largest shift of the random crop and ``cutout`` the side of the hole (0: no hole).
     """
 
     def __init__(
@@ -409,8 +410,11 @@ class TensorBatches:
         seed: int = 0,
         drop_last: bool = False,
         alternating_flip: bool = False,
+        pad: int = 4,
+        cutout: int = 8,
     ):
         self.device = torch.device(device)
+        self.pad, self.cutout = pad, cutout
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
         self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
@@ -442,7 +446,7 @@ class TensorBatches:
                 flip = None
                 if self.first_flip is not None:
                     flip = self.first_flip[index.cpu()] ^ bool(self.epoch % 2)
-                images, holes = augment_batch(images, self.generator, flip=flip)
+                images, holes = augment_batch(images, self.generator, self.pad, self.cutout, flip=flip)
                 images = torch.where(holes, self.mean.expand_as(images), images)
             images = ((images.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
             yield images, self.labels[index]

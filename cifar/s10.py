@@ -77,6 +77,8 @@ class Tricks:
     average_decay: float = 0.99  # its decay per update, ramped up from 0 (WeightAverage)
     lookahead: bool = False  # the weights are set to their average at every update (airbench's lookahead)
     alternating_flip: bool = False  # each image flipped in every other epoch instead of at random (airbench)
+    translate: int = 4  # the random crop's largest shift in pixels (tensor loader; airbench: 2)
+    cutout: int = 8  # side of the cut-out hole, on half the images (tensor loader; 0: none)
     shift_tta: bool = False  # multi-crop test-time augmentation: flips of the image and of 1-pixel shifts (airbench)
 
     def any(self) -> bool:
@@ -180,7 +182,8 @@ def s10_data(
     if config.loader == "tensor":
         train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, train=True,
                                      device=device, seed=config.seed,
-                                     alternating_flip=config.tricks.alternating_flip)  # fmt: skip
+                                     alternating_flip=config.tricks.alternating_flip, pad=config.tricks.translate,
+                                     cutout=config.tricks.cutout)  # fmt: skip
     else:
         train_set = AlbumentationsDataset(train_images, train_labels, train_transforms(mean, std))
         train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device)

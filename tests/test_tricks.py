@@ -257,3 +257,25 @@ def test_command_line_sets_single_tricks():
     for wrong in ("whiten", "whiten_init=maybe", "ghost_batch=a lot"):
         with pytest.raises(SystemExit):
             s10.parse_args(["--trick", wrong])
+
+
+def test_tensor_loader_translate_and_cutout_options():
+    """``translate=0, cutout=0`` leaves only the flips; the defaults shift and cut holes."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    mean, std = (0.5,) * 3, (0.25,) * 3
+
+    def batch(**options) -> torch.Tensor:
+        loader = dataset.TensorBatches(images, np.arange(64), 64, mean, std, train=True, seed=2, **options)
+        inputs, labels = next(iter(loader))
+        return inputs[torch.argsort(labels)]
+
+    original = (torch.from_numpy(images).permute(0, 3, 1, 2).float() - 127.5) / 63.75
+    plain = batch(pad=0, cutout=0)
+    as_is = torch.isclose(plain, original, atol=1e-4).flatten(1).all(1)
+    mirrored = torch.isclose(plain, original.flip(3), atol=1e-4).flatten(1).all(1)
+    assert (as_is | mirrored).all() and as_is.any() and mirrored.any()
+    augmented = batch()
+    assert not torch.isclose(augmented, plain, atol=1e-4).flatten(1).all(1).all()
+    filled = torch.isclose(augmented, torch.zeros(()), atol=1e-4).all(1)  # the mean normalizes to 0
+    assert filled.flatten(1).any(1).float().mean() > 0.2  # about half the images get a hole

@@ -25,13 +25,16 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
 
 from . import cli
-from .dataset import AlbumentationsDataset, TensorBatches, load_cifar10, make_loader, train_transforms
+from .dataset import AlbumentationsDataset, TensorBatches, load_cifar10, make_loader, test_transforms, train_transforms
 from .model import CustomResNet
+from .scheduler import one_cycle
+from .train import accuracy_score, evaluate, seed_epoch, train_one_epoch
 from .utils import autocast, autocast_dtype, describe_device, get_device, grad_scaler, seed_everything
 
 MEAN, STD = (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)
@@ -195,9 +198,6 @@ def precision_equivalence(
     pipeline, no workers) under a one-cycle Adam schedule over ``steps`` steps; returns the loss
     of every step for both, and both models' accuracy on ``test_images`` real test images.
     """
-    from .dataset import test_transforms
-    from .scheduler import one_cycle
-    from .train import accuracy_score, evaluate, seed_epoch, train_one_epoch
 
     device = torch.device(device) if device is not None else get_device()
     images, labels, source = _images(steps * batch_size)
@@ -238,7 +238,6 @@ def precision_equivalence(
 
 def plot_equivalence(results: dict, window: int = 10):
     """Both loss curves (moving average over ``window`` steps)."""
-    import matplotlib.pyplot as plt
 
     window = max(1, min(window, results["steps"]))
     figure, ax = plt.subplots(figsize=(7, 4))

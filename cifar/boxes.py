@@ -38,7 +38,17 @@ from tqdm import tqdm
 from .artifacts import load_weights, save_weights
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader, read_image
 from .model import ResNet50, load_imagenet_into
-from .utils import autocast, derive_seed, resolve_amp_dtype, seeded
+from .train import predict
+from .utils import (
+    autocast,
+    denormalize,
+    derive_seed,
+    describe_device,
+    plot_history,
+    resolve_amp_dtype,
+    seeded,
+    show_images,
+)
 
 #: Box columns of each supported CSV format.
 #: ``corners`` (alias ``pascal_voc``): xmin, ymin, xmax, ymax in pixels; x is the column, y the row
@@ -448,7 +458,6 @@ def plot_augmented_boxes(
     back to the augmented image's pixels and drawn with ``torchvision.utils.draw_bounding_boxes``.
     Returns the matplotlib Figure.
     """
-    from .utils import denormalize, show_images
 
     if seed is not None and hasattr(dataset.transform, "set_random_seed"):
         dataset.transform.set_random_seed(seed)
@@ -479,7 +488,6 @@ def predict_boxes(
     ``amp_dtype``: "auto" predicts in the precision :func:`cifar.train.fit` tests in on ``device``
     (:func:`cifar.utils.autocast_dtype`), None in fp32.
     """
-    from .train import predict
 
     device = device or next(model.parameters()).device
     model.to(device)
@@ -502,9 +510,6 @@ def prediction_gallery(
     """
     from torch.utils.data import Subset
 
-    from .train import predict
-    from .utils import show_images
-
     indices = list(range(min(8, len(dataset)))) if indices is None else list(indices)
     device = device or next(model.parameters()).device
     model.to(device)
@@ -524,7 +529,6 @@ def prediction_gallery(
 
 def plot_box_history(history: list[dict], target: float | None = 50):
     """Loss and mean IoU (%) per epoch, train and test."""
-    from .utils import plot_history
 
     return plot_history(history, score_name="iou", score_label="mean IoU (%)", target=target)
 
@@ -557,7 +561,6 @@ def measure_latency(
     precision the model is trained and tested in on ``device`` (:func:`cifar.utils.autocast_dtype`),
     None fp32.
     """
-    from .utils import describe_device
 
     device = device or next(model.parameters()).device
     amp_dtype = resolve_amp_dtype(device, amp_dtype)

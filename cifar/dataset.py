@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -635,8 +636,6 @@ def fish_group(path: str | Path) -> str:
     ``20150413_165229_B562_00408CF4B573_fish1_frame22.png`` -> ``..._fish1``; frames of one
     fish share it. A name without ``fishN`` is its own group (its stem).
     """
-    import re
-
     stem = Path(path).stem
     match = re.match(r"(.*?fish\d+)", stem)
     return match.group(1) if match else stem
@@ -658,8 +657,6 @@ def video_group(path: str | Path) -> str:
     One video can hold several tracks of what may be the same fish (one brown-trout video of the
     offline set has 21), so grouping by video rules out that leak too, at the cost of fewer groups.
     """
-    import re
-
     stem = Path(path).stem
     match = re.match(r"(.*?)_(?:no)?fish\d+", stem)
     return match.group(1) if match else stem

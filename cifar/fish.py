@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -35,6 +36,7 @@ from .dataset import (
     shared_group_fraction,
     split_indices,
 )
+from .download import FISH_EGU2017, download_kaggle_fish, download_source, kaggle_fish_root
 from .train import predict
 from .transfer import (
     IMAGENET_WEIGHTS,
@@ -163,8 +165,6 @@ def fish_root(root: str | Path | None = None, source: str = "egu2017") -> Path:
     was downloaded to, else kagglehub downloads it (``pip install kagglehub`` and Kaggle credentials);
     split it with ``group_fn=FISH_GROUPS["kaggle"]``, as its file names identify no fish.
     """
-    from .download import FISH_EGU2017, download_kaggle_fish, download_source, kaggle_fish_root
-
     if source not in FISH_GROUPS:
         raise ValueError(f"source must be one of {sorted(FISH_GROUPS)}, not {source!r}")
     if source == "kaggle":
@@ -327,8 +327,6 @@ def run_leaky_split(
 
 def split_table(results: list[TransferResult]):
     """One row per run: its split, test images, share of test fish seen in training, test accuracy."""
-    import pandas as pd
-
     return pd.DataFrame([
         {"split": r.split, "test images": r.test_images,
          "share of test fish seen in training %": round(100 * r.shared_group_fraction, 1),

@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 from torch import nn
 
@@ -371,9 +374,6 @@ def torchvision_state_dict(weights, progress: bool = False) -> dict[str, torch.T
     "Downloading: ..." line is silenced (callers report the outcome in one line of their own);
     a failure (no network, proxy, corrupt file) raises.
     """
-    import contextlib
-    import io
-
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         return weights.get_state_dict(progress=progress, check_hash=True)

@@ -36,7 +36,9 @@ from .boxes import (
     save_box_model,
 )
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader
+from .download import RACCOON, download_source
 from .model import ResNet50
+from .train import fit, predict
 from .utils import PRECISIONS, cache_dir, data_dir, describe_device, get_device, resolve_amp_dtype
 
 HOW_TO_GET_RACCOON = (
@@ -78,8 +80,6 @@ def raccoon_root(root: str | Path | None = None) -> Path:
     """
     folder = Path(root) if root is not None else data_dir("raccoon")
     if folder is None:
-        from .download import RACCOON, download_source
-
         folder = download_source(RACCOON, cache_dir() / "raccoon")
     if not (folder / "train_labels.csv").is_file():
         raise DataError(f"{folder / 'train_labels.csv'} not found. {HOW_TO_GET_RACCOON}")
@@ -129,8 +129,6 @@ def train_raccoon(
     ``config.amp`` ("auto": :func:`cifar.utils.autocast_dtype`); without it the run is fp32.
     ``train_raccoon(raccoon_config(fast=True))`` runs in seconds on a CPU.
     """
-    from .train import fit, predict
-
     config = config or RaccoonConfig()
     device = device or get_device()
     train_set, test_set = raccoon_datasets(config, root)

@@ -12,7 +12,7 @@ images per second of a whole training step (data preparation, forward, backward,
 
 then inference images/s, the FLOP/s reached against a measured matmul bound, and a last line of JSON.
 ``--equivalence STEPS`` instead trains the network twice from the same weights on the same batches,
-in fp32/NCHW and on the fast path, and compares the loss curves and test accuracy.
+in fp32/NCHW and on the default path (autocast, channels-last), and compares the loss curves and test accuracy.
 Same batch size and model everywhere; warm-up steps excluded; the median of repeated steps.
 """
 
@@ -123,7 +123,7 @@ def time_training(
 def time_inference(
     device: torch.device, amp_dtype: torch.dtype | None, batch_size: int, warmup: int, repeats: int
 ) -> float:
-    """Median images/s of eval-mode forward passes on the fast path."""
+    """Median images/s of eval-mode forward passes on the default path."""
     model = CustomResNet().to(device).to(memory_format=torch.channels_last).eval()
     images = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     rates = []
@@ -170,14 +170,14 @@ def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False,
                "batch_size": batch_size, "warmup": warmup, "repeats": repeats, "data": source}  # fmt: skip
     paths = {
         "baseline": lambda: time_training(loader(workers), device, None, False, warmup, repeats),
-        "fast": lambda: time_training(loader(None), device, amp, True, warmup, repeats),
+        "default": lambda: time_training(loader(None), device, amp, True, warmup, repeats),
         "tensor": lambda: time_training(tensor_batches, device, amp, True, warmup, repeats),
     }
     if compile_model:
         paths["compile"] = lambda: time_training(loader(None), device, amp, True, warmup + 1, repeats, True)
     for name, measure in paths.items():
         results.update({f"{name}_{key}": value for key, value in measure().items()})
-    results["speedup"] = results["fast_img_s"] / results["baseline_img_s"]
+    results["speedup"] = results["default_img_s"] / results["baseline_img_s"]
     results["eval_img_s"] = time_inference(device, amp, batch_size, warmup, repeats)
     macs = forward_macs(CustomResNet())
     step_flops = 3 * 2 * macs  # forward + backward (about twice the forward)
@@ -192,7 +192,7 @@ def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False,
 def precision_equivalence(
     steps: int, batch_size: int = 64, device=None, max_lr: float = 1e-3, test_images: int = 2000, progress: bool = True
 ) -> dict:
-    """Train twice from the same weights on the same batches: fp32/NCHW, then the fast path.
+    """Train twice from the same weights on the same batches: fp32/NCHW, then the default path.
 
     Both runs see identical augmented batches in the same order (one seeded albumentations
     pipeline, no workers) under a one-cycle Adam schedule over ``steps`` steps; returns the loss
@@ -209,7 +209,7 @@ def precision_equivalence(
     keep = np.random.default_rng(1).permutation(len(test_y))[:test_images]  # all classes, not the first few
     test_set = AlbumentationsDataset(test_x[keep], test_y[keep], test_transforms(MEAN, STD))
     results = {"device": describe_device(device), "steps": steps, "batch_size": batch_size, "data": source}
-    for name, amp, channels_last in (("fp32", None, False), ("fast", autocast_dtype(device), True)):
+    for name, amp, channels_last in (("fp32", None, False), ("default", autocast_dtype(device), True)):
         seed_everything(0)
         model = CustomResNet().to(device)
         if channels_last:
@@ -226,13 +226,13 @@ def precision_equivalence(
                         score_fn=accuracy_score)  # fmt: skip
         results[f"{name}_losses"] = losses
         results[f"{name}_test_acc"] = test["score"]
-        results["autocast" if name == "fast" else "reference"] = str(amp or torch.float32).replace("torch.", "")
-    fp32, fast = np.array(results["fp32_losses"]), np.array(results["fast_losses"])
+        results["autocast" if name == "default" else "reference"] = str(amp or torch.float32).replace("torch.", "")
+    fp32, default = np.array(results["fp32_losses"]), np.array(results["default_losses"])
     tail = max(1, steps // 5)
     results["fp32_final_loss"] = float(fp32[-tail:].mean())
-    results["fast_final_loss"] = float(fast[-tail:].mean())
+    results["default_final_loss"] = float(default[-tail:].mean())
     results["test_images"] = len(test_set)
-    results["mean_abs_loss_gap"] = float(np.abs(fp32 - fast).mean())
+    results["mean_abs_loss_gap"] = float(np.abs(fp32 - default).mean())
     return results
 
 
@@ -241,7 +241,7 @@ def plot_equivalence(results: dict, window: int = 10):
 
     window = max(1, min(window, results["steps"]))
     figure, ax = plt.subplots(figsize=(7, 4))
-    for name, label in (("fp32", "fp32, NCHW"), ("fast", f"{results['autocast']} autocast, channels-last")):
+    for name, label in (("fp32", "fp32, NCHW"), ("default", f"{results['autocast']} autocast, channels-last")):
         losses = np.array(results[f"{name}_losses"])
         smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
         ax.plot(np.arange(window, len(losses) + 1), smooth,
@@ -261,12 +261,12 @@ def format_table(results: dict) -> str:
     precision = "fp32 (no autocast)" if fp32 else f"{results['autocast']} autocast"
     rows = [
         ("baseline", "baseline: fp32, NCHW, albumentations DataLoader (workers)"),
-        ("fast", f"default: {precision}, channels-last, albumentations"),
+        ("default", f"default: {precision}, channels-last, albumentations"),
         ("tensor", "tensor: default + whole-batch augmentation on the device"),
     ]
     if "compile_img_s" in results:
         rows.append(("compile", "compile: default + torch.compile"))
-    rows.append(("eval", "inference (eval, fast path)"))
+    rows.append(("eval", "inference (eval, default path)"))
     lines = [f"S10 CustomResNet training step, batch {results['batch_size']}, {results['device']}",
              f"{'path':<62}{'images/s':>10}{'vs baseline':>13}{'data ms':>9}{'step ms':>9}"]  # fmt: skip
     for key, name in rows:
@@ -293,7 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
     parser.add_argument("--equivalence", type=int, metavar="STEPS", default=None,
-                        help="instead of timing: train STEPS steps in fp32/NCHW and on the fast path from the same "
+                        help="instead of timing: train STEPS steps in fp32/NCHW and on the default path from the same "
                         "weights and batches, and compare loss curves and test accuracy")  # fmt: skip
     parser.add_argument("--plot", default=None, help="with --equivalence: save the loss curves to this PNG")
     parser.add_argument("--test-images", type=int, default=2000, help="with --equivalence: test images to score")
@@ -312,7 +312,7 @@ def _main(args: argparse.Namespace) -> dict:
         if args.plot:
             plot_equivalence(results).savefig(args.plot, dpi=100, bbox_inches="tight")
         print(f"{results['steps']} steps of batch {results['batch_size']} on {results['device']}, {results['data']}")
-        for name in ("fp32", "fast"):
+        for name in ("fp32", "default"):
             print(f"{name:>5}: mean loss of the last fifth {results[f'{name}_final_loss']:.4f}, "
                   f"test accuracy {results[f'{name}_test_acc']:.2f}% ({results['test_images']} images)")  # fmt: skip
         print(f"mean |loss gap| per step {results['mean_abs_loss_gap']:.4f}")

@@ -52,13 +52,13 @@ def test_benchmark_fast_runs_and_reports(capsys):
     results = bench.main(["--fast", "--batch-size", "16", "--repeats", "1", "--device", "cpu"])
     printed = capsys.readouterr().out.strip().splitlines()
     record = json.loads(printed[-1])
-    for key in ("device", "baseline_img_s", "fast_img_s", "speedup", "eval_img_s", "bound_tflops"):
+    for key in ("device", "baseline_img_s", "default_img_s", "speedup", "eval_img_s", "bound_tflops"):
         assert key in record
-    assert record["speedup"] == round(results["fast_img_s"] / results["baseline_img_s"], 4)
-    assert all(record[k] > 0 for k in ("baseline_img_s", "fast_img_s", "tensor_img_s", "eval_img_s"))
+    assert record["speedup"] == round(results["default_img_s"] / results["baseline_img_s"], 4)
+    assert all(record[k] > 0 for k in ("baseline_img_s", "default_img_s", "tensor_img_s", "eval_img_s"))
     assert 0.3 < record["gmac_per_image"] < 0.45  # about 0.38 GMAC per 32x32 image
     assert any("baseline" in line for line in printed)
-    for path in ("baseline", "fast", "tensor"):  # one timed step: its wait for data and its compute make its rate
+    for path in ("baseline", "default", "tensor"):  # one timed step: its wait for data and its compute make its rate
         data_ms, step_ms = results[f"{path}_data_ms"], results[f"{path}_step_ms"]
         assert data_ms >= 0 and step_ms > 0
         assert results[f"{path}_img_s"] == pytest.approx(16 / ((data_ms + step_ms) / 1000), rel=1e-6)
@@ -70,11 +70,11 @@ def test_precision_equivalence_trains_both_paths_on_the_same_batches(tmp_path, c
                           "--plot", str(plot)])  # fmt: skip
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "fp32_losses" not in record and record["steps"] == 6 and record["test_images"] == 40
-    fp32, fast = results["fp32_losses"], results["fast_losses"]
+    fp32, fast = results["fp32_losses"], results["default_losses"]
     assert len(fp32) == len(fast) == 6 and all(np.isfinite(fp32 + fast))
     # same initial weights and the same first batch: the first losses differ only by the precision
     assert abs(fp32[0] - fast[0]) < 0.05
-    assert 0 <= record["fp32_test_acc"] <= 100 and 0 <= record["fast_test_acc"] <= 100
+    assert 0 <= record["fp32_test_acc"] <= 100 and 0 <= record["default_test_acc"] <= 100
     assert plot.is_file() and plot.stat().st_size > 1000
 
 
@@ -86,10 +86,10 @@ def test_benchmark_images_are_a_random_draw_of_all_classes(cifar10_root, monkeyp
 
 
 def test_table_names_the_precision_each_path_used():
-    results = {"device": "CPU", "batch_size": 8, "baseline_img_s": 10.0, "fast_img_s": 20.0, "tensor_img_s": 20.0,
+    results = {"device": "CPU", "batch_size": 8, "baseline_img_s": 10.0, "default_img_s": 20.0, "tensor_img_s": 20.0,
                "eval_img_s": 50.0, "reached_tflops": 0.1, "gmac_per_image": 0.38, "bound_tflops": 0.2,
                "fraction_of_bound": 0.5}  # fmt: skip
-    results.update({f"{path}_{key}": 1.0 for path in ("baseline", "fast", "tensor") for key in ("data_ms", "step_ms")})
+    results.update({f"{path}_{key}": 1.0 for path in ("baseline", "default", "tensor") for key in ("data_ms", "step_ms")})
     with_bf16 = bench.format_table({**results, "autocast": "bfloat16"})
     assert "default: bfloat16 autocast, channels-last" in with_bf16
     assert "0.20 TFLOP/s bfloat16 matmul bound" in with_bf16

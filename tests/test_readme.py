@@ -41,6 +41,8 @@ NB03 = "notebooks/03_fish_transfer_learning.ipynb"
 LESSON_RUN = "weights/s10_custom_resnet.json"
 ORIGINAL_RUN = "weights/s10_original_recipe.json"
 FAST_RUN = "weights/s10_fast_recipe.json"
+TRICKS_RUN = "weights/records/s10_tricks_lr04.json"  # records of runs whose weights are not kept
+TRICKS_LR1_RUN = "weights/records/s10_tricks_lr1.json"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
         "fast recipe: Nesterov SGD peak 0.4": "the 8-epoch run's record (weights/s10_fast8.json) is not committed",
         "the same fast recipe, 10 epochs": "the 10-epoch run's record (weights/s10_fast10.json) is not committed",
         "the fast recipe as it is now, 11 epochs": [Record(FAST_RUN)],
-        "tricks recipe": "its record is not committed (short of 90%, weights not kept)",
+        "tricks recipe": [Record(TRICKS_RUN)],
+        "the tricks recipe at the published peak LR": [Record(TRICKS_LR1_RUN)],
     },
 }
 

@@ -89,7 +89,8 @@ def test_table_names_the_precision_each_path_used():
     results = {"device": "CPU", "batch_size": 8, "baseline_img_s": 10.0, "default_img_s": 20.0, "tensor_img_s": 20.0,
                "eval_img_s": 50.0, "reached_tflops": 0.1, "gmac_per_image": 0.38, "bound_tflops": 0.2,
                "fraction_of_bound": 0.5}  # fmt: skip
-    results.update({f"{path}_{key}": 1.0 for path in ("baseline", "default", "tensor") for key in ("data_ms", "step_ms")})
+    paths = ("baseline", "default", "tensor")
+    results.update({f"{path}_{key}": 1.0 for path in paths for key in ("data_ms", "step_ms")})
     with_bf16 = bench.format_table({**results, "autocast": "bfloat16"})
     assert "default: bfloat16 autocast, channels-last" in with_bf16
     assert "0.20 TFLOP/s bfloat16 matmul bound" in with_bf16

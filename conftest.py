@@ -1,4 +1,4 @@
-"""Test configuration: where the data lives, fast mode for notebooks, per-notebook timings.
+"""Test configuration: where the data lives, fast mode for notebooks, per-notebook timings (nbval, simulated Colab).
 
 `CIFAR_DATA_DIR` is taken from the environment; when unset and a `shared/data` folder sits
 beside the repository (as on the course's CI machines), it is used. `CIFAR_FAST=1` is set
@@ -30,6 +30,9 @@ def pytest_runtest_call(item):
     yield
     if str(item.fspath).endswith(".ipynb"):
         _notebook_seconds[Path(str(item.fspath)).name] += time.perf_counter() - start
+    simulated = getattr(getattr(item, "callspec", None), "params", {}).get("name")
+    if item.get_closest_marker("colab") and simulated:  # tests/test_colab.py: the simulated Colab run
+        _notebook_seconds[f"{simulated} (simulated Colab)"] += time.perf_counter() - start
 
 
 def pytest_terminal_summary(terminalreporter):

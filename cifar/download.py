@@ -18,8 +18,10 @@ interrupted or corrupted download is never taken for a finished file. Failures r
 :class:`~cifar.dataset.DataError` naming the URL or file and what to do.
 
 ``$CIFAR_DOWNLOAD_MIRROR`` (a URL prefix such as ``http://127.0.0.1:8000/``) replaces the scheme
-and host of every download URL, keeping the path (:func:`mirror_url`); nothing else changes. The
-tests serve files from a local folder this way.
+and host of every download URL, keeping the path (:func:`mirror_url`): the files above, CIFAR-10's
+archive and torchvision's ImageNet weights (:func:`cifar.model.torchvision_state_dict`); nothing
+else changes. The tests serve files from a local server this way (``tests/test_download.py``, and
+the simulated Colab run, ``tests/test_colab.py``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import io
 
 import torch
 from torch import nn
+from torch.hub import load_state_dict_from_url
 
 
 class ConvBlock(nn.Sequential):
@@ -370,13 +371,17 @@ def load_torchvision_resnet50(pretrained: bool = True, progress: bool = False) -
 def torchvision_state_dict(weights, progress: bool = False) -> dict[str, torch.Tensor]:
     """The state_dict of torchvision ``weights`` (a member such as ``ResNet50_Weights.IMAGENET1K_V2``).
 
-    From torch hub's cache, else downloaded into it, its hash checked. torch.hub's
-    "Downloading: ..." line is silenced (callers report the outcome in one line of their own);
-    a failure (no network, proxy, corrupt file) raises.
+    From torch hub's cache, else downloaded into it, its hash checked: what
+    ``weights.get_state_dict(check_hash=True)`` does, with the URL through
+    :func:`cifar.download.mirror_url` (``$CIFAR_DOWNLOAD_MIRROR``; the cached file keeps
+    upstream's name). torch.hub's "Downloading: ..." line is silenced (callers report the outcome
+    in one line of their own); a failure (no network, proxy, corrupt file) raises.
     """
+    from .download import mirror_url  # here, not at the top: it imports the data stack (albumentations, cv2)
+
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        return weights.get_state_dict(progress=progress, check_hash=True)
+        return load_state_dict_from_url(mirror_url(weights.url), progress=progress, check_hash=True)
 
 
 def imagenet_state_dict(progress: bool = False) -> tuple[dict | None, str]:

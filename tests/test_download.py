@@ -2,30 +2,28 @@
 
 ``CIFAR_DOWNLOAD_MIRROR`` points every download at ``http://127.0.0.1:<port>/``, which serves a
 temporary folder holding the upstream paths (``datitran/raccoon_dataset/<commit>/images/...``,
-``~kriz/cifar-10-python.tar.gz``); nothing else differs from what a learner with internet runs.
-The served files come from the offline copies in ``$CIFAR_DATA_DIR``, which are byte-identical
-to upstream. ``CIFAR_DATA_DIR`` itself is unset in these tests and the cache is a temporary folder.
+``~kriz/cifar-10-python.tar.gz``, ``models/resnet34-b627a593.pth``; ``tests/mirror.py``); nothing
+else differs from what a learner with internet runs. The raccoon and fish files come from the
+offline copies in ``$CIFAR_DATA_DIR``, which are byte-identical to upstream; the CIFAR-10 archive
+and the weights are built (with their checksums replaced in ``mirror.use_stand_in_checksums``).
+``CIFAR_DATA_DIR`` itself is unset in these tests and the cache is a temporary folder.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
 import io
-import pickle
 import shutil
 import socket
 import sys
-import tarfile
-import threading
 import types
 import zipfile
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mirror import Mirror, cifar_archive, cifar_md5s, sha256, use_stand_in_checksums, weights_stand_in
 from PIL import Image
 
 from cifar import fish as lesson
@@ -64,33 +62,13 @@ def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    requests: list[str]
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        self.server.requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server(tmp_path):
     """A static HTTP server on 127.0.0.1 serving ``.root``; ``.url`` is its base URL, ``.requests`` the paths asked."""
     root = tmp_path / "served"
     root.mkdir()
-    httpd = _Server(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    httpd.requests = []
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield types.SimpleNamespace(root=root, url=f"http://127.0.0.1:{httpd.server_address[1]}/", requests=httpd.requests)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with Mirror(root) as mirror:
+        yield mirror
 
 
 @pytest.fixture(autouse=True)
@@ -274,50 +252,20 @@ def _cifar_slice(split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.asarray([label for label, _ in order], dtype=np.int64)
 
 
-def _pickle(entry: dict) -> bytes:
-    return pickle.dumps(entry, protocol=2)
-
-
-def _cifar_tarball(train, test) -> tuple[bytes, dict[str, bytes]]:
-    """A cifar-10-python.tar.gz in torchvision's format: 5 train batches, test_batch, batches.meta."""
-
-    def batch(images: np.ndarray, labels: np.ndarray, name: str) -> bytes:
-        data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)  # rows: 1024 red, green, blue values
-        return _pickle({"batch_label": name, "labels": labels.tolist(), "data": data, "filenames": []})
-
-    members = {f"data_batch_{i + 1}": batch(x, y, f"training batch {i + 1} of 5")
-               for i, (x, y) in enumerate(zip(np.array_split(train[0], 5), np.array_split(train[1], 5)))}  # fmt: skip
-    members["test_batch"] = batch(*test, "testing batch 1 of 1")
-    members["batches.meta"] = _pickle({"label_names": list(CIFAR10_CLASSES), "num_vis": 3072})
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue(), members
-
-
 @pytest.fixture
 def cifar_tarball(server, monkeypatch):
     """A small CIFAR-10 tarball served where torchvision's URL points (through the mirror).
 
     The one test-only change to the learner's code path: torchvision's expected md5s (class
     attributes of ``CIFAR10``) become those of this tarball and its members, as it is not the
-    real one. URL (mirrored), download, md5 checks, extraction and loading are torchvision's own.
+    real one (``mirror.use_stand_in_checksums``). URL (mirrored), download, md5 checks, extraction
+    and loading are torchvision's own.
     """
     from torchvision.datasets import CIFAR10
 
-    def md5(data: bytes) -> str:
-        return hashlib.md5(data).hexdigest()
-
     train, test = _cifar_slice("train", 30), _cifar_slice("test", 10)
-    tarball, members = _cifar_tarball(train, test)
-    monkeypatch.setattr(CIFAR10, "tgz_md5", md5(tarball))
-    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5(members[f"data_batch_{i}"])]
-                                                for i in range(1, 6)])  # fmt: skip
-    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5(members["test_batch"])]])
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(members["batches.meta"])})
+    tarball, members = cifar_archive(train, test)
+    use_stand_in_checksums(cifar=cifar_md5s(tarball, members), set_attribute=monkeypatch.setattr)
     assert CIFAR10.url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     (server.root / "~kriz").mkdir()
     (server.root / "~kriz" / "cifar-10-python.tar.gz").write_bytes(tarball)
@@ -355,6 +303,34 @@ def test_cifar10_unreachable_server_names_the_url(learner, monkeypatch):
         load_cifar10("test", download=True)
     assert f"http://127.0.0.1:{port}/~kriz/cifar-10-python.tar.gz" in str(error.value)
     assert "CIFAR_DATA_DIR" in str(error.value)
+
+
+# ----------------------------------------------------------------------------- torchvision's ImageNet weights
+
+
+def test_imagenet_weights_come_through_the_mirror(server, tmp_path, monkeypatch):
+    """torchvision's weights download (cifar.model.torchvision_state_dict) takes the mirror like the data."""
+    from torchvision.models import ResNet34_Weights, resnet34
+
+    from cifar.transfer import resnet34_weights
+
+    path, file = weights_stand_in(ResNet34_Weights.IMAGENET1K_V1, resnet34, tmp_path)
+    assert path == "/models/resnet34-b627a593.pth"
+    server.routes[path] = file
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / file.name
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CIFAR_DOWNLOAD_MIRROR", server.url)
+    messages = []
+    # torch.hub checks the hash prefix in upstream's file name: the stand-in is refused, the run goes on from random
+    assert resnet34_weights("IMAGENET1K_V1", log=messages.append) == (None, "random")
+    assert "invalid hash value" in messages[0] and not cached.exists()
+    use_stand_in_checksums(weights={path: sha256(file)}, set_attribute=monkeypatch.setattr)
+    state, used = resnet34_weights("IMAGENET1K_V1", log=pytest.fail)
+    assert used == "IMAGENET1K_V1" and set(state) == set(resnet34().state_dict())
+    assert cached.read_bytes() == file.read_bytes()
+    assert server.requests == [path, path]
+    resnet34_weights("IMAGENET1K_V1", log=pytest.fail)  # from torch hub's cache: nothing asked
+    assert len(server.requests) == 2
 
 
 # ----------------------------------------------------------------------------- Kaggle's fish set (an option)

@@ -104,7 +104,7 @@ def _offline(*args, **kwargs):
 
 
 def test_offline_pretrained_gives_a_notice_and_random_weights(monkeypatch, capsys):
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", _offline)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _offline)
     torch.manual_seed(0)
     model, status = load_torchvision_resnet50(pretrained=True)
     assert isinstance(model, torchvision.models.ResNet)
@@ -116,7 +116,7 @@ def test_offline_pretrained_gives_a_notice_and_random_weights(monkeypatch, capsy
 
 def test_imagenet_weights_go_into_the_box_model_except_its_head(monkeypatch):
     donor = torchvision.models.resnet50(weights=None).state_dict()
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", lambda *a, **k: dict(donor))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: dict(donor))
     model = ResNet50(num_classes=4)
     head = model.fc.weight.detach().clone()
     status = load_imagenet_into(model)

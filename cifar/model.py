@@ -16,7 +16,6 @@ import io
 
 import torch
 from torch import nn
-from torch.hub import load_state_dict_from_url
 
 
 class ConvBlock(nn.Sequential):
@@ -381,7 +380,7 @@ def torchvision_state_dict(weights, progress: bool = False) -> dict[str, torch.T
 
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        return load_state_dict_from_url(mirror_url(weights.url), progress=progress, check_hash=True)
+        return torch.hub.load_state_dict_from_url(mirror_url(weights.url), progress=progress, check_hash=True)
 
 
 def imagenet_state_dict(progress: bool = False) -> tuple[dict | None, str]:

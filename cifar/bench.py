@@ -34,8 +34,8 @@ from . import cli
 from .dataset import AlbumentationsDataset, TensorBatches, load_cifar10, make_loader, test_transforms, train_transforms
 from .model import CustomResNet
 from .scheduler import one_cycle
-from .train import accuracy_score, evaluate, seed_epoch, train_one_epoch
-from .utils import autocast, autocast_dtype, describe_device, get_device, grad_scaler, seed_everything
+from .train import accuracy_score, evaluate, train_one_epoch
+from .utils import autocast, autocast_dtype, describe_device, get_device, grad_scaler, seed_everything, seed_loader
 
 MEAN, STD = (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)
 
@@ -217,7 +217,7 @@ def precision_equivalence(
         optimizer = torch.optim.Adam(model.parameters(), lr=max_lr / 100, weight_decay=1e-4)
         schedule = one_cycle(optimizer, max_lr, 1, steps)
         loader = make_loader(train_set, batch_size, train=True, seed=0, num_workers=0, device=device)
-        seed_epoch(loader, 0)
+        seed_loader(loader, 0)
         loss_fn = nn.CrossEntropyLoss()
         train = train_one_epoch(model, loader, optimizer, loss_fn, device, schedule, amp, channels_last,
                                 progress=progress, desc=name, max_steps=steps)  # fmt: skip

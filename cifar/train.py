@@ -165,12 +165,12 @@ def tta_outputs(model: nn.Module, inputs: torch.Tensor, flip: bool, shift: bool)
         height, width = inputs.shape[-2:]
         padded = nn.functional.pad(inputs, (1, 1, 1, 1), mode="reflect")
         shifted = [padded[..., :height, :width], padded[..., 2 : height + 2, 2 : width + 2]]
-        outputs = outputs / 2 + sum(mirrored(view.contiguous(memory_format=inputs_format(inputs)))
+        outputs = outputs / 2 + sum(mirrored(view.contiguous(memory_format=_memory_format(inputs)))
                                     for view in shifted) / 4  # fmt: skip
     return outputs
 
 
-def inputs_format(inputs: torch.Tensor) -> torch.memory_format:
+def _memory_format(inputs: torch.Tensor) -> torch.memory_format:
     channels_last = inputs.dim() == 4 and inputs.is_contiguous(memory_format=torch.channels_last)
     return torch.channels_last if channels_last else torch.contiguous_format
 
@@ -218,10 +218,6 @@ def evaluate(
     outputs, targets = predict(model, loader, device, amp_dtype, channels_last, flip_tta=flip_tta, shift_tta=shift_tta)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     return {"loss": loss_fn(outputs, targets).item(), "score": score_fn(outputs, targets).mean().item()}
-
-
-#: :func:`cifar.utils.seed_loader`, under the name :mod:`cifar.bench` imports it by.
-seed_epoch = seed_loader
 
 
 class WeightAverage:

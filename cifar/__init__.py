@@ -149,6 +149,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "runs_dir",
         "seed_everything",
         "show_images",
+        "show_source",
     ),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import platform
 import random
@@ -104,6 +105,32 @@ def seed_loader(loader, seed: int) -> None:
     if generator is not None:
         generator.manual_seed(seed)
     seed_transform(getattr(loader, "dataset", None), seed)
+
+
+class SourceListing:
+    """An object's source as the package holds it; renders as a code block in a notebook."""
+
+    def __init__(self, path: str, first: int, last: int, code: str):
+        self.path, self.first, self.last, self.code = path, first, last, code
+
+    def _repr_markdown_(self) -> str:
+        return f"`{self.path}`, lines {self.first}-{self.last}:\n\n```python\n{self.code}\n```"
+
+    def __repr__(self) -> str:
+        return f"# {self.path}, lines {self.first}-{self.last}\n{self.code}"
+
+
+def show_source(obj) -> SourceListing:
+    """The source of a class or function, read from its module, with where it lives.
+
+    Notebooks show the package code they teach with this, so the page cannot drift from the code.
+    """
+    module = inspect.getmodule(obj)
+    if module is None:
+        raise TypeError(f"{obj!r} has no module to read its source from")
+    lines, first = inspect.getsourcelines(obj)
+    path = module.__name__.replace(".", "/") + ".py"
+    return SourceListing(path, first, first + len(lines) - 1, "".join(lines).rstrip("\n"))
 
 
 def get_device() -> torch.device:

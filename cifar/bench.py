@@ -138,6 +138,23 @@ def time_inference(
     return statistics.median(rates)
 
 
+def time_loader(batch_size: int = 512, batches: int = 20, num_workers: int = 2) -> dict[str, float]:
+    """Images/s of the lesson's albumentations DataLoader alone (no model): the data rate a GPU
+    run gets with ``num_workers`` CPU workers (2 on CUDA, as in Colab, whose runtimes have 2 vCPUs).
+
+    One warm-up batch (worker start-up) is left out of the rate.
+    """
+    images, labels, source = _images(batch_size * (batches + 1))
+    dataset = AlbumentationsDataset(images, labels, train_transforms(MEAN, STD))
+    loader = make_loader(dataset, batch_size, train=True, num_workers=num_workers, device="cpu")
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    count = sum(len(labels) for _, labels in iterator)
+    seconds = time.perf_counter() - start
+    return {"loader_img_s": count / seconds, "images": count, "workers": num_workers, "data": source}
+
+
 def _images(n: int) -> tuple[np.ndarray, np.ndarray, str]:
     """``n`` real CIFAR-10 training images (a seeded random draw: the archive is sorted by class)
     when a local copy is configured, else random ones."""
@@ -295,6 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--equivalence", type=int, metavar="STEPS", default=None,
                         help="instead of timing: train STEPS steps in fp32/NCHW and on the default path from the same "
                         "weights and batches, and compare loss curves and test accuracy")  # fmt: skip
+    parser.add_argument("--loader", action="store_true",
+                        help="instead: the albumentations DataLoader's images/s alone (2 workers)")  # fmt: skip
     parser.add_argument("--plot", default=None, help="with --equivalence: save the loss curves to this PNG")
     parser.add_argument("--test-images", type=int, default=2000, help="with --equivalence: test images to score")
     return parser.parse_args(argv)
@@ -306,6 +325,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _main(args: argparse.Namespace) -> dict:
+    if args.loader:
+        results = time_loader(args.batch_size or 512, 4 if args.fast else 20)
+        print(f"albumentations DataLoader, {results['workers']} workers, {results['data']}: "
+              f"{results['loader_img_s']:.0f} images/s over {results['images']} images")  # fmt: skip
+        return results
     if args.equivalence:
         steps, batch_size = args.equivalence, args.batch_size or 64
         results = precision_equivalence(steps, batch_size, args.device, test_images=args.test_images)

@@ -98,3 +98,9 @@ def test_table_names_the_precision_each_path_used():
     assert "default: fp32 (no autocast), channels-last" in without and "0.20 TFLOP/s float32 matmul bound" in without
     assert "None" not in without and "2.00x" in without
     assert "data ms" in without.splitlines()[1] and "keeps up" in without
+
+
+def test_loader_rate_counts_every_batch_after_the_first(capsys):
+    results = bench.main(["--loader", "--fast", "--batch-size", "8"])
+    assert results["images"] == 8 * 4 and results["workers"] == 2 and results["loader_img_s"] > 0
+    assert "images/s over 32 images" in capsys.readouterr().out

@@ -717,6 +717,70 @@ def shared_group_fraction(groups, train_idx, test_idx) -> float:
     return float(np.mean([g in seen for g in test_groups])) if len(test_groups) else 0.0
 
 
+def split_leak(groups, labels, train_idx, test_idx, classes=None):
+    """How much a split leaks through ``groups``: per class and overall, the test images whose group
+    (e.g. the video, :func:`video_group` of each path) also has images in training.
+
+    Measures any split, whatever it was grouped by. Returns a DataFrame indexed by class name
+    (``classes``, default the label numbers) and ``"all"``, with the columns ``test images``,
+    ``leaked`` (test images whose group is also in training) and ``leak %``. A class without
+    test images gets ``leak %`` NaN.
+    """
+    import pandas as pd
+
+    groups = np.asarray([str(g) for g in groups])
+    labels = np.asarray(labels)
+    if len(groups) != len(labels):
+        raise ValueError(f"{len(groups)} groups but {len(labels)} labels")
+    train_idx, test_idx = np.asarray(train_idx, dtype=np.int64), np.asarray(test_idx, dtype=np.int64)
+    seen = set(groups[train_idx].tolist())
+    leaked = np.asarray([g in seen for g in groups[test_idx]], dtype=bool)
+    names = list(classes) if classes is not None else [str(c) for c in range(int(labels.max()) + 1)]
+    rows = {}
+    for label, name in enumerate(names):
+        mask = labels[test_idx] == label
+        rows[name] = (int(mask.sum()), int(leaked[mask].sum()))
+    rows["all"] = (len(test_idx), int(leaked.sum()))
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["test images", "leaked"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table["leak %"] = (100 * table["leaked"] / table["test images"].where(table["test images"] > 0)).round(1)
+    table.index.name = "class"
+    return table
+
+
+def class_counts(labels, indices, classes=None, **groups):
+    """Per class, the images at ``indices`` and how many distinct groups they come from.
+
+    ``groups`` names each grouping: ``class_counts(labels, test_idx, classes, fish=fish_keys,
+    videos=video_keys)`` gives the columns ``images``, ``fish`` and ``videos`` (one key per sample
+    of the whole set, as for :func:`split_indices`). The last row, ``"all"``, counts the whole
+    selection. A class with one or two groups in the test set measures one or two fish (or
+    videos), not the species.
+    """
+    import pandas as pd
+
+    labels = np.asarray(labels)
+    indices = np.asarray(indices, dtype=np.int64)
+    keys = {name: np.asarray([str(g) for g in values]) for name, values in groups.items()}
+    for name, values in keys.items():
+        if len(values) != len(labels):
+            raise ValueError(f"{len(values)} keys for {name!r} but {len(labels)} labels")
+    names = list(classes) if classes is not None else [str(c) for c in range(int(labels.max()) + 1)]
+    selections = {name: indices[labels[indices] == label] for label, name in enumerate(names)}
+    selections["all"] = indices
+    table = pd.DataFrame(
+        {
+            "images": {name: len(chosen) for name, chosen in selections.items()},
+            **{
+                group: {name: len(set(values[chosen].tolist())) for name, chosen in selections.items()}
+                for group, values in keys.items()
+            },
+        }
+    )
+    table.index.name = "class"
+    return table
+
+
 def imagenet_train_transforms(
     size: tuple[int, int] = (160, 240),
     mean: tuple[float, ...] = IMAGENET_MEAN,

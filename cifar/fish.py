@@ -1,12 +1,16 @@
-"""The fish lesson (notebook 03): ResNet-34 transfer learning on underwater photos of 7 species.
+"""The fish lesson (notebook 03): transfer learning on underwater photos of 7 species.
 
 The data (:func:`fish_root`): 1,053 photos from Austrian fish passes, ``$CIFAR_DATA_DIR/fish_egu2017``
 or downloaded, split by :func:`transfer_data` into a seeded, stratified split that keeps every
-fish on one side. The recipe is a :class:`FishConfig`, one per start of the backbone
-(:data:`FISH_RECIPES`): ``imagenet``, the original lesson's fine-tuning recipe (head, then all
-layers), and ``random``, for a backbone that starts from random weights because the ImageNet
-weights could not be downloaded. :func:`run_transfer` tries the weights and trains with the recipe
-that fits the start it got, on the library of :mod:`cifar.transfer`. On the command line::
+video on one side (``FishConfig.split``: ``"video"``, the lesson's; ``"fish"`` and ``"frames"`` for
+comparison, both leaky; :data:`FISH_SPLITS`). The recipe is a :class:`FishConfig`
+(:data:`FISH_RECIPES`): ``imagenet``, the original lesson's fine-tuning of a ResNet-34 from ImageNet
+weights (head, then all layers); ``random``, the same network from random weights, for when the
+ImageNet weights cannot be downloaded; ``s10``, the course's S10 network trained on CIFAR-10 in
+lesson 02 (committed weights, so a transfer that exists offline) with a new head, at 48x72.
+:func:`run_transfer` trains one run (for ResNet-34 it tries the weights and trains with the recipe
+that fits the start it got), :func:`run_seeds` a recipe over several seeds into a table, which
+:func:`seed_summary` and :func:`compare_seeds` read. On the command line::
 
     python -m cifar.transfer --data-dir $CIFAR_DATA_DIR/fish_egu2017 --out runs/fish
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -35,16 +39,22 @@ from .dataset import (
     make_loader,
     shared_group_fraction,
     split_indices,
+    video_group,
 )
 from .download import FISH_EGU2017, download_kaggle_fish, download_source, kaggle_fish_root
 from .train import predict
 from .transfer import (
     IMAGENET_WEIGHTS,
+    NORMALIZATION,
     RANDOM_WEIGHTS,
+    extract_features,
     fit_one_cycle,
     freeze_backbone,
+    linear_probe,
     resnet34_classifier,
     resnet34_weights,
+    s10_backbone_weights,
+    s10_classifier,
     save_classifier,
     unfreeze,
 )
@@ -64,6 +74,16 @@ from .utils import (
     seeded,
 )
 
+#: The S10 weights trained on CIFAR-10 in lesson 02, relative to the repository's root.
+S10_WEIGHTS = "weights/s10_custom_resnet.pt"
+
+
+def s10_weights_path(name: str = S10_WEIGHTS) -> Path:
+    """Where the committed S10 weights are: from the repository's root (the command line), from
+    ``notebooks/`` (a notebook, Colab included), else beside an editable install of the package."""
+    candidates = [Path(name), Path("..") / name, Path(__file__).resolve().parents[1] / name]
+    return next((path for path in candidates if path.is_file()), candidates[0])
+
 
 @dataclass
 class FishConfig:
@@ -80,8 +100,9 @@ class FishConfig:
     grad_clip: float | None = 0.1
     optimizer: str = "adam"
     test_fraction: float = 0.2
-    grouped: bool = True  # keep every fish (group) on one side; False: the leaky frame-level split
+    split: str = "video"  # keep every video on one side; "fish": every fish (leaks by video); "frames": leaky
     seed: int = 1
+    arch: str = "resnet34"  # or "s10": the course's CustomResNet (weights: its CIFAR-10 weights file, or None)
     weights: str | None = IMAGENET_WEIGHTS
     stages: str = "auto"  # "auto": head + fine-tune when pretrained, one all-layer stage when random; "two"; "one"
     train_per_class: int | None = None  # subsample (fast mode)
@@ -107,15 +128,40 @@ def fish_random_recipe() -> FishConfig:
     return replace(FishConfig(), weights=None, batch_size=32, head_epochs=5, fine_tune_epochs=10, max_lr=3e-3)
 
 
-#: The lesson's recipes by the start of the backbone: ImageNet weights, or random ones.
-FISH_RECIPES: dict[str, Callable[[], FishConfig]] = {"imagenet": fish_imagenet_recipe, "random": fish_random_recipe}
+def fish_s10_recipe() -> FishConfig:
+    """The S10 network of lesson 02 as the backbone, from its CIFAR-10 weights; ``weights=None`` gives the
+    same network from random weights, trained the same way, for the comparison.
+
+    48x72 input (the S10 network is costly per pixel: it keeps 64 and then 128 channels at full
+    resolution before its first pooling, and the lesson runs this recipe many times on a CPU), batch 32,
+    and the same two stages for both starts: 1 epoch of the head alone (peak LR 0.01; it starts the
+    new head off while the batch norms re-estimate their statistics on the fish), then 3 epochs of all
+    layers at one peak LR, 2e-3, for backbone and head alike, so that neither start is handicapped by
+    a recipe made for the other. Few epochs, for the same reason. Images are decoded once and kept in
+    memory. What the features are worth before any training: :func:`probe_seeds`.
+    """
+    return replace(
+        FishConfig(), arch="s10", weights=str(s10_weights_path()), image_size=(48, 72), batch_size=32,
+        stages="two", head_epochs=1, fine_tune_epochs=3, max_lr=1e-2, fine_tune_lr=2e-3, backbone_lr_factor=None,
+        cache=True,
+    )  # fmt: skip
+
+
+#: The lesson's recipes: ResNet-34 from ImageNet weights or random ones, and the S10 network from CIFAR-10's.
+FISH_RECIPES: dict[str, Callable[[], FishConfig]] = {
+    "imagenet": fish_imagenet_recipe,
+    "random": fish_random_recipe,
+    "s10": fish_s10_recipe,
+}
 
 
 def fish_config(recipe: str = "imagenet", fast: bool = False) -> FishConfig:
-    """A recipe of :data:`FISH_RECIPES`; ``fast`` shrinks it to a smoke test (8+4 images per class, 64x96, 1 step)."""
+    """A recipe of :data:`FISH_RECIPES`; ``fast`` shrinks it to a smoke test (8+4 images per class, 1 step per
+    epoch, input at most 64x96)."""
     config = FISH_RECIPES[recipe]()
     if fast:
-        config = replace(config, image_size=(64, 96), batch_size=16, head_epochs=1, fine_tune_epochs=1,
+        size = min(config.image_size, (64, 96))  # the recipe's own if smaller (the S10 recipe's)
+        config = replace(config, image_size=size, batch_size=16, head_epochs=1, fine_tune_epochs=1,
                          train_per_class=8, test_per_class=4, max_steps_per_epoch=1)  # fmt: skip
     return config
 
@@ -126,7 +172,7 @@ class TransferResult:
 
     model: nn.Module
     classes: list[str]
-    weights: str  # which weights the backbone started from: "IMAGENET1K_V1" or "random"
+    weights: str  # which weights the backbone started from: "IMAGENET1K_V1", a weights file, or "random"
     stages: list[str]
     history: list[dict]  # one row per epoch, with its "stage"
     lrs: list[float]  # LR of every batch (head group), all stages
@@ -135,12 +181,23 @@ class TransferResult:
     outputs: torch.Tensor  # test logits
     targets: torch.Tensor
     test_set: ImageFolderDataset  # the test images in the order of outputs, with the test transforms
-    split: str  # "grouped" or "frames"
-    shared_group_fraction: float  # test images whose fish is also in training
+    split: str  # "video", "fish" or "frames"
+    leak: float  # test images whose video (the source's group) also has images in training
     train_images: int
     test_images: int
     config: FishConfig  # the recipe it trained with
     seconds: float
+
+    @property
+    def start(self) -> str:
+        """Where the backbone started, in words: "ImageNet", "CIFAR-10" or "random"."""
+        return _start_name(self.config, self.weights)
+
+
+def _start_name(config: FishConfig, weights_used: str) -> str:
+    if weights_used == RANDOM_WEIGHTS:
+        return "random"
+    return "CIFAR-10" if config.arch == "s10" else "ImageNet"
 
 
 def _per_class(indices: np.ndarray, labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -151,8 +208,11 @@ def _per_class(indices: np.ndarray, labels: np.ndarray, n: int | None, seed: int
     return np.sort(np.concatenate(keep))
 
 
-#: The fish lesson's data sources and how each one groups its images for a fair split.
-FISH_GROUPS: dict[str, Callable[[Path], str]] = {"egu2017": fish_group, "kaggle": kaggle_group}
+#: How each split of the offline set groups its images: whole videos, whole fish, or none (single frames).
+FISH_SPLITS: dict[str, Callable[[Path], str] | None] = {"video": video_group, "fish": fish_group, "frames": None}
+#: The fish lesson's data sources and the group that overrides the split's for a source whose file names
+#: name no fish or video (None: the split's own, :data:`FISH_SPLITS`).
+FISH_GROUPS: dict[str, Callable[[Path], str] | None] = {"egu2017": None, "kaggle": kaggle_group}
 
 
 def fish_root(root: str | Path | None = None, source: str = "egu2017") -> Path:
@@ -175,25 +235,41 @@ def fish_root(root: str | Path | None = None, source: str = "egu2017") -> Path:
     return local if local is not None else download_source(FISH_EGU2017, cache_dir() / FISH_EGU2017.name)
 
 
-def transfer_data(
-    root: str | Path | None, config: FishConfig, group_fn: Callable[[Path], str] = fish_group
-) -> tuple[ImageFolderDataset, np.ndarray, np.ndarray, float]:
-    """The class-folder set under ``root`` and its seeded, stratified (grouped) split.
+def split_groups(paths: Sequence[Path], split: str, group_fn: Callable[[Path], str] | None = None) -> list[str] | None:
+    """The group of every path for ``split`` (:data:`FISH_SPLITS`), or None for the ungrouped ``"frames"``.
 
-    Returns ``(dataset, train_idx, test_idx, shared)``; ``shared`` is the fraction of test
-    images whose group (``group_fn`` of the path) also has images in training.
-    ``root`` None means :func:`fish_root`: ``$CIFAR_DATA_DIR/fish_egu2017``, else downloaded.
+    ``group_fn`` replaces the split's grouping for another source (Kaggle's, :data:`FISH_GROUPS`).
     """
-    if root is None:
-        root = fish_root()
-    dataset = ImageFolderDataset.from_folder(root, on_error=config.on_error, cache=config.cache)
-    groups = [group_fn(path) for path in dataset.paths]
-    train_idx, test_idx = split_indices(
-        dataset.labels, config.test_fraction, config.seed, groups if config.grouped else None
-    )
+    if split not in FISH_SPLITS:
+        raise ValueError(f"split must be one of {sorted(FISH_SPLITS)}, not {split!r}")
+    grouping = FISH_SPLITS[split] if group_fn is None or split == "frames" else group_fn
+    return None if grouping is None else [grouping(path) for path in paths]
+
+
+def transfer_data(
+    root: str | Path | None,
+    config: FishConfig,
+    group_fn: Callable[[Path], str] | None = None,
+    dataset: ImageFolderDataset | None = None,
+) -> tuple[ImageFolderDataset, np.ndarray, np.ndarray, float]:
+    """The class-folder set under ``root`` and its seeded, stratified split (``config.split``).
+
+    Returns ``(dataset, train_idx, test_idx, leak)``; ``leak`` is the fraction of test images
+    whose video (``group_fn``'s group for another source) also has images in training: 0 for the
+    video split, whatever it is for the others. ``root`` None means :func:`fish_root`:
+    ``$CIFAR_DATA_DIR/fish_egu2017``, else downloaded. ``dataset``: the set already read (runs
+    over several seeds share one, and its decoded images).
+    """
+    if dataset is None:
+        dataset = ImageFolderDataset.from_folder(
+            fish_root() if root is None else root, on_error=config.on_error, cache=config.cache
+        )
+    groups = split_groups(dataset.paths, config.split, group_fn)
+    train_idx, test_idx = split_indices(dataset.labels, config.test_fraction, config.seed, groups)
     train_idx = _per_class(train_idx, dataset.labels, config.train_per_class, config.seed)
     test_idx = _per_class(test_idx, dataset.labels, config.test_per_class, config.seed + 1)
-    return dataset, train_idx, test_idx, shared_group_fraction(groups, train_idx, test_idx)
+    leak_groups = [(group_fn or video_group)(path) for path in dataset.paths]
+    return dataset, train_idx, test_idx, shared_group_fraction(leak_groups, train_idx, test_idx)
 
 
 def _plan(config: FishConfig, weights_used: str) -> list[tuple[str, int, float, float | None, bool]]:
@@ -211,51 +287,40 @@ def _plan(config: FishConfig, weights_used: str) -> list[tuple[str, int, float, 
     return [stage for stage in stages if stage[1] > 0]
 
 
-def run_transfer(
-    root: str | Path | None = None,
-    config: FishConfig | None = None,
-    out: str | Path | None = None,
-    device: torch.device | None = None,
-    progress: bool = True,
-    log: Callable[[str], object] = print,
-    group_fn: Callable[[Path], str] = fish_group,
-    random_config: FishConfig | None = None,
-    amp_dtype: torch.dtype | None | str = "auto",
-) -> TransferResult:
-    """Train the lesson's ResNet-34 classifier on a class-folder set and test it.
-
-    The weights ``config.weights`` are tried first; when the backbone starts from random weights
-    (they could not be loaded, or are None) and ``random_config`` is given, the run trains with
-    that recipe instead (:func:`fish_random_recipe`). Seeded stratified split (by fish unless
-    ``grouped`` is False), then one-cycle stages through :func:`cifar.transfer.fit_one_cycle`: with
-    ImageNet weights, ``head_epochs`` with the backbone frozen then ``fine_tune_epochs`` of all
-    layers (discriminative LRs); with random weights one stage of all layers for the same number
-    of epochs (freezing a random backbone teaches nothing). With ``out`` each stage is
-    checkpointed there (a rerun resumes) and the classifier, history and summary are saved.
-    ``amp_dtype``: the precision of training and testing, as in :func:`cifar.train.fit`.
-    """
-    config = config or fish_config()
-    device = device or get_device()
-    started = time.perf_counter()
+def _start(
+    config: FishConfig, random_config: FishConfig | None, log: Callable[[str], object]
+) -> tuple[FishConfig, dict | None, str]:
+    """The recipe, the backbone's weights and their name: ResNet-34's ImageNet weights are tried (random ones
+    when they cannot be had, and then ``random_config``'s recipe); the S10's CIFAR-10 file must load."""
+    if config.arch == "s10":
+        if config.weights is None:
+            return config, None, RANDOM_WEIGHTS
+        return config, s10_backbone_weights(config.weights)[0], str(config.weights)
+    if config.arch != "resnet34":
+        raise ValueError(f"arch must be 'resnet34' or 's10', not {config.arch!r}")
     state, weights_used = resnet34_weights(config.weights, log)
     if weights_used == RANDOM_WEIGHTS and random_config is not None:
         config = random_config
-    dataset, train_idx, test_idx, shared = transfer_data(root, config, group_fn)
-    classes = dataset.classes
-    train_set = dataset.subset(train_idx, imagenet_train_transforms(config.image_size))
-    test_set = dataset.subset(test_idx, imagenet_eval_transforms(config.image_size))
-    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device)
-    test_loader = make_loader(test_set, config.batch_size, train=False, device=device)
-    amp_dtype = resolve_amp_dtype(device, amp_dtype)  # the same precision for training, testing and the final test
-    with seeded(derive_seed(config.seed, "model")):
-        model = resnet34_classifier(len(classes), state)
-    split = "grouped" if config.grouped else "frames"
-    log(f"{len(classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({split} split, "
-        f"{100 * shared:.0f}% of test images share a fish with training); weights: {weights_used}")  # fmt: skip
-    folder = Path(out) if out is not None else None
+    return config, state, weights_used
+
+
+def _loaders(dataset: ImageFolderDataset, train_idx, test_idx, config: FishConfig, device: torch.device):
+    """The training loader (seeded shuffling, augmentation) and the test loader, with the network's normalization."""
+    mean, std = NORMALIZATION[config.arch]
+    train_set = dataset.subset(train_idx, imagenet_train_transforms(config.image_size, mean, std))
+    test_set = dataset.subset(test_idx, imagenet_eval_transforms(config.image_size, mean, std))
+    return (
+        make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device),
+        make_loader(test_set, config.batch_size, train=False, device=device),
+    )
+
+
+def _train_stages(model, stages, train_loader, test_loader, config, weights_used, folder, **fit_options):
+    """Each stage of ``stages`` in turn (frozen backbone or all layers) with :func:`fit_one_cycle`;
+    returns the history (epochs numbered across stages, each row with its stage) and every batch's LR."""
+    log = fit_options["log"]
     history: list[dict] = []
     lrs: list[float] = []
-    stages = _plan(config, weights_used)
     for number, (name, epochs, max_lr, factor, frozen) in enumerate(stages, 1):
         if frozen:
             freeze_backbone(model)
@@ -265,23 +330,60 @@ def run_transfer(
         stage_dir = folder / f"stage{number}_{name.replace(' ', '_')}" if folder is not None else None
         result = fit_one_cycle(
             epochs, max_lr, model, train_loader, test_loader, config.weight_decay, config.grad_clip,
-            config.optimizer, backbone_lr_factor=factor, device=device, seed=derive_seed(config.seed, "stage", number),
+            config.optimizer, backbone_lr_factor=factor, seed=derive_seed(config.seed, "stage", number),
             checkpoint_dir=stage_dir, config={**asdict(config), "stage": name, "weights_used": weights_used},
-            progress=progress, max_steps_per_epoch=config.max_steps_per_epoch, log=log, amp_dtype=amp_dtype,
+            max_steps_per_epoch=config.max_steps_per_epoch, **fit_options,
         )  # fmt: skip
-        offset = len(history)
-        history += [{**row, "epoch": offset + row["epoch"], "stage": name} for row in result.history]
+        history += [{**row, "epoch": len(history) + row["epoch"], "stage": name} for row in result.history]
         lrs += result.lrs
     unfreeze(model)
+    return history, lrs
+
+
+def run_transfer(
+    root: str | Path | None = None,
+    config: FishConfig | None = None,
+    out: str | Path | None = None,
+    device: torch.device | None = None,
+    progress: bool = True,
+    log: Callable[[str], object] = print,
+    group_fn: Callable[[Path], str] | None = None,
+    random_config: FishConfig | None = None,
+    amp_dtype: torch.dtype | None | str = "auto",
+    dataset: ImageFolderDataset | None = None,
+) -> TransferResult:
+    """Train the lesson's classifier (``config.arch``) on a class-folder set and test it.
+
+    ResNet-34's weights ``config.weights`` are tried first; when its backbone starts from random
+    weights (they could not be loaded, or are None) and ``random_config`` is given, the run trains
+    with that recipe instead (:func:`fish_random_recipe`). Seeded stratified split
+    (:func:`transfer_data`), then one-cycle stages (:func:`_plan`): pretrained, ``head_epochs`` with
+    the backbone frozen then ``fine_tune_epochs`` of all layers; random, one stage of all layers for
+    as many epochs, unless ``stages="two"``. ``out``: each stage checkpointed there (a rerun resumes),
+    and the classifier, history and summary saved. ``amp_dtype``: as in :func:`cifar.train.fit`.
+    """
+    config, device, started = config or fish_config(), device or get_device(), time.perf_counter()
+    config, state, weights_used = _start(config, random_config, log)
+    dataset, train_idx, test_idx, leak = transfer_data(root, config, group_fn, dataset)
+    train_loader, test_loader = _loaders(dataset, train_idx, test_idx, config, device)
+    amp_dtype = resolve_amp_dtype(device, amp_dtype)  # the same precision for training, testing and the final test
+    with seeded(derive_seed(config.seed, "model")):
+        build = s10_classifier if config.arch == "s10" else resnet34_classifier
+        model = build(len(dataset.classes), state)
+    log(f"{len(dataset.classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({config.split} split, "
+        f"{100 * leak:.0f}% of test images share a video with training); weights: {weights_used}")  # fmt: skip
+    folder, stages = Path(out) if out is not None else None, _plan(config, weights_used)
+    history, lrs = _train_stages(model, stages, train_loader, test_loader, config, weights_used, folder, device=device,
+                                 progress=progress, log=log, amp_dtype=amp_dtype)  # fmt: skip
     outputs, targets = predict(model, test_loader, device, amp_dtype)
     accuracy = (outputs.argmax(1) == targets).float().mean().item() * 100
     result = TransferResult(
-        model=model, classes=classes, weights=weights_used, stages=[s[0] for s in stages], history=history,
-        lrs=lrs, test_accuracy=accuracy, confusion=confusion_matrix(outputs.argmax(1), targets, len(classes)),
-        outputs=outputs, targets=targets, test_set=test_set, split=split, shared_group_fraction=shared,
+        model=model, classes=dataset.classes, weights=weights_used, stages=[s[0] for s in stages], history=history,
+        lrs=lrs, test_accuracy=accuracy, confusion=confusion_matrix(outputs.argmax(1), targets, len(dataset.classes)),
+        outputs=outputs, targets=targets, test_set=test_loader.dataset, split=config.split, leak=leak,
         train_images=len(train_idx), test_images=len(test_idx), config=config, seconds=time.perf_counter() - started,
     )  # fmt: skip
-    log(f"test accuracy {accuracy:.2f}% ({split} split, weights: {weights_used})")
+    log(f"test accuracy {accuracy:.2f}% ({config.split} split, weights: {weights_used})")
     if folder is not None:
         _save_run(result, folder, root, describe_device(device, amp_dtype))
     return result
@@ -295,7 +397,7 @@ def _save_run(result: TransferResult, folder: Path, root, device_name: str) -> N
         "stages": result.stages,
         "image_size": list(result.config.image_size),
         "split": result.split,
-        "shared_group_fraction": round(result.shared_group_fraction, 4),
+        "video_leak": round(result.leak, 4),
         "train_images": result.train_images,
         "test_images": result.test_images,
         "test_accuracy": round(result.test_accuracy, 2),
@@ -304,35 +406,157 @@ def _save_run(result: TransferResult, folder: Path, root, device_name: str) -> N
         "seconds": round(result.seconds, 1),
         "config": asdict(result.config),
     }
-    save_classifier(result.model, folder / "classifier.pt", result.classes, record)
+    save_classifier(result.model, folder / "classifier.pt", result.classes, record, result.config.arch)
     write_summary(folder, **record, confusion=result.confusion.tolist(), classes=result.classes)
 
 
-def run_leaky_split(
-    root: str | Path | None = None,
-    config: FishConfig | None = None,
-    random_config: FishConfig | None = None,
-    **kwargs,
-) -> TransferResult:
-    """The same run on the leaky frame-level split (stratified, ungrouped), for comparison.
+# ----------------------------------------------------------------------------- several seeds
 
-    Frames of one fish then land on both sides, so the test accuracy measures memory of
-    individual fish rather than recognition of species.
+
+def seed_row(result: TransferResult, name: str | None = None) -> dict:
+    """One run as a row of :func:`run_seeds`' table: its configuration, seed, split and accuracies.
+
+    ``final acc %`` is the test accuracy after the last epoch (the run's result); ``best acc %`` the
+    best of its epochs' tests, an optimistic number, since choosing the epoch by the test set is
+    choosing on the test set; ``head acc %`` the test accuracy after the head stage (backbone frozen),
+    NaN for a run without one: a short stage, no converged linear probe (that is :func:`probe_seeds`).
     """
-    leaky = {"grouped": False}
-    config = replace(config or fish_config(), **leaky)
-    random_config = replace(random_config, **leaky) if random_config is not None else None
-    return run_transfer(root, config, random_config=random_config, **kwargs)
+    tested = [row for row in result.history if row.get("test_acc") is not None]
+    best = max(tested, key=lambda row: row["test_acc"])
+    head = [row["test_acc"] for row in tested if row["stage"] == "head"]
+    return {
+        "config": name or f"{result.config.arch} {result.start} {result.split}",
+        "seed": result.config.seed,
+        "split": result.split,
+        "model": result.config.arch,
+        "start": result.start,
+        "train images": result.train_images,
+        "test images": result.test_images,
+        "video leak %": round(100 * result.leak, 1),
+        "head acc %": round(head[-1], 2) if head else float("nan"),
+        "final acc %": round(result.test_accuracy, 2),
+        "best acc %": round(best["test_acc"], 2),
+        "best epoch": best["epoch"],
+        "epochs": len(result.history),
+        "minutes": round(result.seconds / 60, 2),
+    }
 
 
-def split_table(results: list[TransferResult]):
-    """One row per run: its split, test images, share of test fish seen in training, test accuracy."""
-    return pd.DataFrame([
-        {"split": r.split, "test images": r.test_images,
-         "share of test fish seen in training %": round(100 * r.shared_group_fraction, 1),
-         "test accuracy %": round(r.test_accuracy, 2)}
-        for r in results
-    ]).set_index("split")  # fmt: skip
+def run_seeds(
+    config: FishConfig,
+    seeds: Sequence[int] = (1, 2, 3),
+    root: str | Path | None = None,
+    name: str | None = None,
+    dataset: ImageFolderDataset | None = None,
+    log: Callable[[str], object] = print,
+    **run_options,
+) -> pd.DataFrame:
+    """The recipe ``config`` once per seed; a tidy table, one row per run (:func:`seed_row`'s columns).
+
+    The seed sets the split (which videos are tested), the new head's initialisation and the order
+    and augmentation of the batches, so the spread over seeds is the spread a learner rerunning the
+    lesson would see. Two recipes run with the same seeds share their splits: compare them seed by
+    seed (:func:`compare_seeds`). Each run prints one line (``log``); ``run_options`` go to
+    :func:`run_transfer` (``device``, ``amp_dtype``, ``random_config``...); no checkpoints.
+    """
+    if dataset is None:
+        dataset = ImageFolderDataset.from_folder(
+            fish_root() if root is None else root, on_error=config.on_error, cache=config.cache
+        )
+    rows = []
+    for seed in seeds:
+        result = run_transfer(root, replace(config, seed=seed), progress=False, log=_silent, dataset=dataset,
+                              **run_options)  # fmt: skip
+        rows.append(seed_row(result, name))
+        row = rows[-1]
+        log(f"{row['config']}, seed {seed}: final {row['final acc %']:.1f}%, best {row['best acc %']:.1f}% "
+            f"(epoch {row['best epoch']}), {row['minutes']:.1f} min")  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def probe_seeds(
+    config: FishConfig,
+    seeds: Sequence[int] = (1, 2, 3),
+    root: str | Path | None = None,
+    name: str | None = None,
+    dataset: ImageFolderDataset | None = None,
+    device: torch.device | None = None,
+    amp_dtype: torch.dtype | None | str = "auto",
+    group_fn: Callable[[Path], str] | None = None,
+) -> pd.DataFrame:
+    """A linear probe (:func:`cifar.transfer.linear_probe`) of the backbone that ``config`` starts from, per seed.
+
+    The backbone is frozen as it starts (its weights file, or random weights drawn from the first
+    seed), and the features of the images the seeds' splits use are extracted once, resized without
+    augmentation; each seed then fits a linear classifier on its training images and tests it on its
+    test images. One row per seed, in :func:`run_seeds`' layout: ``config``, ``seed``, ``split``,
+    ``start``, ``probe acc %``.
+    """
+    device = device or get_device()
+    if dataset is None:
+        dataset = ImageFolderDataset.from_folder(fish_root() if root is None else root, on_error=config.on_error)
+    splits = {seed: transfer_data(root, replace(config, seed=seed), group_fn, dataset)[1:3] for seed in seeds}
+    used = np.unique(np.concatenate([np.concatenate(split) for split in splits.values()]))
+    config, state, weights_used = _start(replace(config, seed=seeds[0]), None, _silent)
+    with seeded(derive_seed(config.seed, "model")):
+        model = (s10_classifier if config.arch == "s10" else resnet34_classifier)(len(dataset.classes), state)
+    mean, std = NORMALIZATION[config.arch]
+    images = dataset.subset(used, imagenet_eval_transforms(config.image_size, mean, std))
+    features, targets = extract_features(model, make_loader(images, config.batch_size, False, device=device), device,
+                                         amp_dtype)  # fmt: skip
+    position = {index: row for row, index in enumerate(used.tolist())}
+    start = _start_name(config, weights_used)
+    rows = []
+    for seed, (train_idx, test_idx) in splits.items():
+        train, test = [position[i] for i in train_idx.tolist()], [position[i] for i in test_idx.tolist()]
+        accuracy = linear_probe(features[train], targets[train], features[test], targets[test])
+        rows.append({"config": name or f"{config.arch} {start}", "seed": seed, "split": config.split, "start": start,
+                     "probe acc %": round(accuracy, 2)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _silent(*_) -> None:
+    return None
+
+
+def seed_summary(table: pd.DataFrame, metrics: Sequence[str] = ("final acc %", "best acc %")) -> pd.DataFrame:
+    """Per configuration of a :func:`run_seeds` table (in order of appearance): how many seeds, and the
+    mean, min and max of each metric."""
+    order = list(dict.fromkeys(table["config"]))
+    grouped = table.groupby("config", sort=False)
+    summary = pd.DataFrame({"seeds": grouped["seed"].count()})
+    for metric in metrics:
+        stats = grouped[metric].agg(["mean", "min", "max"]).round(1)
+        for stat in ("mean", "min", "max"):
+            summary[f"{metric.removesuffix(' %')} {stat}"] = stats[stat]
+    return summary.loc[order]
+
+
+def compare_seeds(table: pd.DataFrame, a: str, b: str, metric: str = "final acc %") -> str:
+    """Whether configuration ``a`` beats ``b`` in a :func:`run_seeds` table, seed by seed, in one sentence.
+
+    The runs are paired by seed (same seed, same split). The difference is called supported only
+    when ``a`` is ahead on every seed and the two ranges (min to max over seeds) do not overlap;
+    ahead on every seed with overlapping ranges is "suggestive"; anything else is within the spread.
+    """
+    pairs = table.pivot_table(index="seed", columns="config", values=metric)
+    pairs = pairs.dropna(subset=[a, b]) if {a, b} <= set(pairs.columns) else pairs.iloc[:0]
+    if pairs.empty:
+        raise ValueError(f"no seed has runs of both {a!r} and {b!r}")
+    gap = pairs[a] - pairs[b]
+    ahead, seeds = int((gap > 0).sum()), len(pairs)
+    overlap = pairs[a].min() <= pairs[b].max() and pairs[b].min() <= pairs[a].max()
+    if ahead == seeds and not overlap:
+        verdict = f"{a} is ahead on every seed and the ranges do not overlap: a difference these seeds support"
+    elif ahead == seeds:
+        verdict = f"{a} is ahead on every seed but the ranges overlap: suggestive, not established"
+    else:
+        verdict = f"{a} is ahead on {ahead} of {seeds} seeds: within the spread, no difference is established"
+    return (
+        f"{metric}, {a} vs {b} over {seeds} seeds: mean {pairs[a].mean():.1f} vs {pairs[b].mean():.1f} "
+        f"(range {pairs[a].min():.1f}-{pairs[a].max():.1f} vs {pairs[b].min():.1f}-{pairs[b].max():.1f}); "
+        f"paired differences {', '.join(f'{d:+.1f}' for d in gap)}. {verdict}."
+    )
 
 
 # ----------------------------------------------------------------------------- command line
@@ -340,24 +564,26 @@ def split_table(results: list[TransferResult]):
 # command-line options that override a field of the recipe when given
 _OVERRIDES = (
     "head_epochs", "fine_tune_epochs", "batch_size", "max_lr", "fine_tune_lr", "image_size", "seed", "stages",
-    "grouped", "on_error", "max_steps_per_epoch",
+    "split", "on_error", "max_steps_per_epoch",
 )  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = fish_imagenet_recipe()
     parser = cli.base_parser(
-        "python -m cifar.transfer", "Fine-tune an ImageNet ResNet-34 on a class-folder image set (the fish lesson).",
+        "python -m cifar.transfer", "Fine-tune a pretrained network on a class-folder image set (the fish lesson).",
         out="runs/fish", data_help="class-folder root (default: $CIFAR_DATA_DIR/fish_egu2017, else downloaded)",
     )  # fmt: skip
     parser.add_argument("--recipe", choices=["auto", *FISH_RECIPES], default="auto",
                         help="auto (default): the imagenet recipe (head, then all layers; batch 128, 2 + 4 epochs, "
                         "peak LR 0.01) when the ImageNet weights load, else the random one (all layers; batch 32, "
-                        "15 epochs, peak LR 3e-3). The options below override single fields of it")  # fmt: skip
+                        "15 epochs, peak LR 3e-3); s10: the S10 network from its CIFAR-10 weights (head, then "
+                        "all layers; 48x72, batch 32, 1 + 3 epochs). Options below override its fields")  # fmt: skip
     parser.add_argument("--source", choices=sorted(FISH_GROUPS), default="egu2017",
                         help="kaggle: Kaggle's fish set (--data-dir: its download folder; else kagglehub)")  # fmt: skip
     parser.add_argument("--weights", help=f"the weights to try: {defaults.weights} (default), a resnet34 .pth file, "
-                        "or 'none' (random weights)")  # fmt: skip
+                        f"or 'none' (random weights); with --recipe s10: the S10 weights file (default {S10_WEIGHTS}) "
+                        "or 'none'")  # fmt: skip
     parser.add_argument("--stages", choices=["auto", "one", "two"],
                         help="auto (default): head + fine-tuning with ImageNet weights, one stage without")  # fmt: skip
     parser.add_argument("--head-epochs", type=int, help="epochs of the head stage (default: the recipe's)")
@@ -367,8 +593,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fine-tune-lr", type=float)
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--leaky", dest="grouped", action="store_const", const=False,
-                        help="use the leaky frame-level split (for comparison)")  # fmt: skip
+    parser.add_argument("--split", choices=sorted(FISH_SPLITS),
+                        help="video (default): every video on one side; fish: every fish (leaks by video); frames: "
+                        "single frames (leaks by fish); the last two for comparison")  # fmt: skip
     parser.add_argument("--on-error", choices=["raise", "skip"], help="unreadable images (default: raise)")
     parser.add_argument("--max-steps", dest="max_steps_per_epoch", type=int, help="cap batches per epoch (smoke tests)")
     args = parser.parse_args(argv)

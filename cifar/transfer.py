@@ -1,9 +1,12 @@
-"""Transfer learning: an ImageNet ResNet-34 with a new head, fine-tuned on a class-folder image set.
+"""Transfer learning: a pretrained network with a new head, fine-tuned on a class-folder image set.
 
 The library of the fish lesson (:mod:`cifar.fish`), built on the course's engine
 (:func:`cifar.train.fit`): torchvision's ImageNet weights for ``resnet34`` (:func:`resnet34_weights`,
 with a one-line notice and random weights where they cannot be had), the network with a new head
-``fc = nn.Linear(512, num_classes)`` (:func:`resnet34_classifier`), :func:`freeze_backbone` /
+``fc = nn.Linear(512, num_classes)`` (:func:`resnet34_classifier`); the course's own S10 network
+trained on CIFAR-10 as a backbone that exists offline (:func:`s10_backbone_weights`,
+:func:`s10_classifier`); what a backbone's features are worth as they are (:func:`extract_features`,
+:func:`linear_probe`); :func:`freeze_backbone` /
 :func:`unfreeze`, discriminative learning rates (:func:`parameter_groups`), the original lesson's
 :func:`fit_one_cycle`, and the classifier saved with its class names in the course's weights
 format (:func:`save_classifier` / :func:`load_classifier`).
@@ -21,14 +24,18 @@ from torch import nn
 
 from .artifacts import load_weights, save_weights
 from .dataset import IMAGENET_MEAN, IMAGENET_STD
-from .model import torchvision_state_dict
+from .model import CustomResNet, torchvision_state_dict
 from .scheduler import make_optimizer, one_cycle
-from .train import FitResult, fit
-from .utils import get_device
+from .train import FitResult, fit, predict
+from .utils import get_device, resolve_amp_dtype
 
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 RANDOM_WEIGHTS = "random"
-HEAD = "fc"  # torchvision ResNets call their classifier layer ``fc``
+HEAD = "fc"  # torchvision ResNets, and the course's CustomResNet, call their classifier layer ``fc``
+#: The normalization the S10 network was trained with (CIFAR-10's channel statistics, as in the record of
+#: ``weights/s10_custom_resnet.pt``); its fish classifier uses it from either start, CIFAR-10 or random.
+S10_MEAN = (0.4913, 0.4821, 0.4465)
+S10_STD = (0.2452, 0.2428, 0.2606)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -78,6 +85,86 @@ def resnet34_classifier(num_classes: int, state: dict[str, torch.Tensor] | None 
         model.load_state_dict(state)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
+
+
+def s10_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state_dict and record of S10 weights trained on CIFAR-10 (``weights/s10_custom_resnet.pt``).
+
+    No fallback: the file is part of the course, so a missing or foreign file raises.
+    """
+    state, record = load_weights(path)
+    if record.get("architecture") != "CustomResNet":
+        raise ValueError(f"{path} holds a {record.get('architecture')!r}, not the S10 CustomResNet")
+    return state, record
+
+
+def s10_classifier(num_classes: int, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The S10 CustomResNet holding ``state`` (CIFAR-10's, see :func:`s10_backbone_weights`; None: random
+    weights) as a backbone for images of any size, with a new head ``fc = nn.Linear(512, num_classes)``.
+
+    Two changes to the CIFAR-10 network: the final ``MaxPool2d(4)``, which fits the 4x4 map of a 32x32
+    image, becomes a global max pool (the same result at 32x32; one 512-vector at any input size), and the
+    head is new, randomly initialised (seed first), without the CIFAR-10 recipe's logit scale.
+    """
+    model = CustomResNet(num_classes=10)
+    if state is not None:
+        model.load_state_dict(state)
+    model.pool = nn.AdaptiveMaxPool2d(1)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+#: The classifiers that :func:`load_classifier` rebuilds, by the ``architecture`` of their record.
+CLASSIFIERS: dict[str, Callable[[int], nn.Module]] = {"resnet34": resnet34_classifier, "s10": s10_classifier}
+NORMALIZATION = {"resnet34": (IMAGENET_MEAN, IMAGENET_STD), "s10": (S10_MEAN, S10_STD)}
+
+
+def extract_features(
+    model: nn.Module, loader, device: torch.device | None = None, amp_dtype: torch.dtype | None | str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's features (the inputs of the head ``fc``) of every image of ``loader``, in eval mode, and
+    their targets: float32 tensors on the CPU."""
+    device = device or get_device()
+    head = model.fc
+    model.fc = nn.Identity()
+    try:
+        return predict(model.to(device), loader, device, resolve_amp_dtype(device, amp_dtype))
+    finally:
+        model.fc = head
+
+
+def linear_probe(
+    train_features: torch.Tensor,
+    train_targets: torch.Tensor,
+    test_features: torch.Tensor,
+    test_targets: torch.Tensor,
+    weight_decay: float = 1e-3,
+    steps: int = 200,
+) -> float:
+    """Test accuracy (%) of a linear classifier on frozen features: how well they separate the classes as they are.
+
+    Multinomial logistic regression (L2 penalty ``weight_decay`` on the weights) fitted by L-BFGS to
+    convergence or ``steps`` iterations, on features standardized with the training features' mean
+    and std, so that features of any scale (a random network's included) are compared alike.
+    Deterministic: no random draws.
+    """
+    mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
+    train_x, test_x = (train_features - mean) / std, (test_features - mean) / std
+    classes = int(max(train_targets.max(), test_targets.max())) + 1
+    layer = nn.Linear(train_x.shape[1], classes)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    optimizer = torch.optim.LBFGS(layer.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(layer(train_x), train_targets) + weight_decay * layer.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return (layer(test_x).argmax(1) == test_targets).float().mean().item() * 100
 
 
 def freeze_backbone(model: nn.Module, head: str = HEAD) -> nn.Module:
@@ -170,18 +257,23 @@ def fit_one_cycle(
 # ----------------------------------------------------------------------------- saving with class names
 
 
-def save_classifier(model: nn.Module, path: str | Path, classes: list[str], record: dict | None = None) -> Path:
-    """Save a ResNet-34 classifier in the course's weights format (:func:`cifar.artifacts.save_weights`).
+def save_classifier(
+    model: nn.Module, path: str | Path, classes: list[str], record: dict | None = None, architecture: str = "resnet34"
+) -> Path:
+    """Save a classifier of :data:`CLASSIFIERS` in the course's weights format (:func:`cifar.artifacts.save_weights`).
 
-    Its JSON record holds the class names, ImageNet's mean and std (``record`` may override them)
-    and ``record`` (the weights it started from, the image size...).
+    Its JSON record holds the architecture, the class names, the normalization the network was
+    trained with (``record`` may override it) and ``record`` (the weights it started from, the image size...).
     """
+    if architecture not in CLASSIFIERS:
+        raise ValueError(f"architecture must be one of {sorted(CLASSIFIERS)}, not {architecture!r}")
+    mean, std = NORMALIZATION[architecture]
     record = {
-        "architecture": "resnet34",
+        "architecture": architecture,
         "classes": list(classes),
         "num_classes": len(classes),
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(mean),
+        "std": list(std),
         **(record or {}),
     }
     return save_weights(model, path, record)
@@ -190,9 +282,10 @@ def save_classifier(model: nn.Module, path: str | Path, classes: list[str], reco
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
     """The classifier saved by :func:`save_classifier` (float32, eval mode) and its record (``["classes"]``...)."""
     state, record = load_weights(path)
-    if record.get("architecture") != "resnet34":
-        raise ValueError(f"{path} holds a {record.get('architecture')!r}, not a resnet34 classifier")
-    model = resnet34_classifier(len(record["classes"]))
+    build = CLASSIFIERS.get(record.get("architecture"))
+    if build is None:
+        raise ValueError(f"{path} holds a {record.get('architecture')!r}, not a classifier of {sorted(CLASSIFIERS)}")
+    model = build(len(record["classes"]))
     model.load_state_dict(state)
     return model.eval(), record
 

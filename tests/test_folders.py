@@ -13,6 +13,7 @@ from PIL import Image
 from cifar.dataset import (
     DataError,
     ImageFolderDataset,
+    class_counts,
     fish_group,
     imagenet_eval_transforms,
     imagenet_train_transforms,
@@ -21,6 +22,7 @@ from cifar.dataset import (
     scan_class_folders,
     shared_group_fraction,
     split_indices,
+    split_leak,
     video_group,
 )
 from cifar.utils import data_dir
@@ -262,3 +264,67 @@ def test_split_of_the_real_fish_set_keeps_each_fish_on_one_side(fish_root):
     _, leaky_test = split_indices(dataset.labels, 0.2, seed=1)
     leaky_train = np.setdiff1d(np.arange(len(dataset)), leaky_test)
     assert shared_group_fraction(groups, leaky_train, leaky_test) > 0.8  # most test frames have a sibling in training
+
+
+# ----------------------------------------------------------------------------- measuring a split
+
+
+def _named_files():
+    """A file list with a known leak: (paths, labels, train_idx, test_idx).
+
+    bream: video A holds fish1 (2 frames, train) and fish2 (2 frames, test), video B (1 frame, test);
+    perch: video C (train), video D (2 frames, test). Test: 5 images, 2 of them (A's fish2) from a video
+    with training images: 2 of 3 bream, 0 of 2 perch, 40% overall.
+    """
+    names = [
+        ("bream", "20150101_A_fish1_frame1"), ("bream", "20150101_A_fish1_frame2"),
+        ("bream", "20150101_A_fish2_frame1"), ("bream", "20150101_A_fish2_frame2"),
+        ("bream", "20150102_B_fish1_frame1"),
+        ("perch", "20150103_C_fish1_frame1"), ("perch", "20150104_D_fish1_frame1"),
+        ("perch", "20150104_D_nofish2_frame5"),
+    ]  # fmt: skip
+    paths = [Path(folder) / f"{stem}.png" for folder, stem in names]
+    labels = np.asarray([0 if folder == "bream" else 1 for folder, _ in names])
+    return paths, labels, np.asarray([0, 1, 5]), np.asarray([2, 3, 4, 6, 7])
+
+
+def test_split_leak_measures_the_test_images_whose_video_is_in_training():
+    paths, labels, train_idx, test_idx = _named_files()
+    videos = [video_group(p) for p in paths]
+    table = split_leak(videos, labels, train_idx, test_idx, ["bream", "perch"])
+    assert list(table.index) == ["bream", "perch", "all"]
+    assert table["test images"].tolist() == [3, 2, 5] and table["leaked"].tolist() == [2, 0, 2]
+    assert table["leak %"].tolist() == [66.7, 0.0, 40.0]
+    assert table.loc["all", "leak %"] / 100 == shared_group_fraction(videos, train_idx, test_idx)
+    by_fish = split_leak([fish_group(p) for p in paths], labels, train_idx, test_idx, ["bream", "perch"])
+    assert by_fish["leaked"].tolist() == [0, 0, 0]  # no fish on both sides, yet a video is
+    no_test = split_leak(videos, labels, [0, 1, 2, 3, 4], [5, 6, 7], ["bream", "perch"])
+    assert no_test.loc["bream", "test images"] == 0 and np.isnan(no_test.loc["bream", "leak %"])
+    with pytest.raises(ValueError, match="groups but"):
+        split_leak(videos[:3], labels, train_idx, test_idx)
+
+
+def test_class_counts_counts_images_fish_and_videos():
+    paths, labels, _, test_idx = _named_files()
+    table = class_counts(labels, test_idx, ["bream", "perch"], fish=[fish_group(p) for p in paths],
+                         videos=[video_group(p) for p in paths])  # fmt: skip
+    assert list(table.columns) == ["images", "fish", "videos"] and list(table.index) == ["bream", "perch", "all"]
+    assert table.loc["bream"].tolist() == [3, 2, 2]  # A's fish2 and B's fish1, in 2 videos
+    assert table.loc["perch"].tolist() == [2, 2, 1]  # D's fish1 and nofish2, one video
+    assert table.loc["all"].tolist() == [5, 4, 3]
+    with pytest.raises(ValueError, match="keys for 'videos'"):
+        class_counts(labels, test_idx, videos=["x"])
+
+
+def test_the_fish_split_of_the_real_set_leaks_by_video_and_the_video_split_does_not(fish_root):
+    dataset = ImageFolderDataset.from_folder(fish_root, check=False)
+    videos = [video_group(path) for path in dataset.paths]
+    fish = [fish_group(path) for path in dataset.paths]
+    by_fish = split_indices(dataset.labels, 0.2, seed=1, groups=fish)
+    by_video = split_indices(dataset.labels, 0.2, seed=1, groups=videos)
+    leak = split_leak(videos, dataset.labels, *by_fish, dataset.classes)
+    assert leak.loc["all", "leak %"] == 38.1  # issue 18: 38% of its test images share a video with training
+    assert leak.loc["browntrout", "leak %"] == 64.6 and leak.loc["nase", "leak %"] == 88.0
+    assert split_leak(videos, dataset.labels, *by_video, dataset.classes)["leaked"].sum() == 0
+    counts = class_counts(dataset.labels, by_video[1], dataset.classes, fish=fish, videos=videos)
+    assert (counts["videos"] >= 1).all() and counts.loc["all", "images"] == len(by_video[1])

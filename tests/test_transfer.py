@@ -18,14 +18,19 @@ from torch import nn
 
 from cifar import fish, transfer
 from cifar.dataset import AlbumentationsDataset, DataError, make_loader
-from cifar.fish import FishConfig, fish_config, run_leaky_split, run_transfer
+from cifar.fish import FishConfig, compare_seeds, fish_config, probe_seeds, run_seeds, run_transfer, seed_summary
+from cifar.train import predict
 from cifar.transfer import (
+    extract_features,
     fit_one_cycle,
     freeze_backbone,
+    linear_probe,
     load_classifier,
     parameter_groups,
     resnet34_classifier,
     resnet34_weights,
+    s10_backbone_weights,
+    s10_classifier,
     save_classifier,
     unfreeze,
 )
@@ -197,7 +202,7 @@ def test_load_classifier_refuses_other_weights(tmp_path):
     from cifar.artifacts import save_weights
 
     path = save_weights(nn.Linear(2, 2), tmp_path / "other.pt", {"architecture": "Linear"})
-    with pytest.raises(ValueError, match="not a resnet34 classifier"):
+    with pytest.raises(ValueError, match="not a classifier of"):
         load_classifier(path)
 
 
@@ -212,7 +217,7 @@ def test_run_transfer_two_stages_saves_and_resumes(tmp_path):
     assert result.classes == ["bream", "chub", "perch"] and result.weights == "random"
     assert result.stages == ["head", "fine-tune"] and [row["stage"] for row in result.history] == result.stages
     assert [row["epoch"] for row in result.history] == [1, 2] and len(result.lrs) == 4
-    assert result.split == "grouped" and result.shared_group_fraction == 0.0
+    assert result.split == "video" and result.leak == 0.0 and result.start == "random"
     assert result.train_images + result.test_images == 36 and result.confusion.sum() == result.test_images
     assert 0 <= result.test_accuracy <= 100
     model, info = load_classifier(tmp_path / "run" / "classifier.pt")
@@ -229,8 +234,8 @@ def test_random_weights_train_all_layers_and_leaky_split_shares_fish(tmp_path):
     config = _tiny_config(max_steps_per_epoch=1)
     fair = run_transfer(root, config, device=CPU, progress=False, log=_quiet)
     assert fair.stages == ["all layers"] and len(fair.history) == 2  # head + fine-tune epochs, one stage
-    leaky = run_leaky_split(root, config, device=CPU, progress=False, log=_quiet)
-    assert leaky.split == "frames" and leaky.shared_group_fraction > 0.5
+    leaky = run_transfer(root, replace(config, split="frames"), device=CPU, progress=False, log=_quiet)
+    assert leaky.split == "frames" and leaky.leak > 0.5
 
 
 def test_cli_fast_run_writes_the_run_folder(tmp_path):
@@ -238,7 +243,7 @@ def test_cli_fast_run_writes_the_run_folder(tmp_path):
     out = tmp_path / "run"
     summary = fish.main(["--data-dir", str(root), "--out", str(out), "--fast", "--weights", "none",
                          "--image-size", "32", "48"])  # fmt: skip
-    assert summary["weights"] == "random" and summary["split"] == "grouped" and summary["image_size"] == [32, 48]
+    assert summary["weights"] == "random" and summary["split"] == "video" and summary["image_size"] == [32, 48]
     assert summary["command"].startswith("python -m cifar.transfer --data-dir ")
     assert summary["config"] == {**asdict(fish_config("random", fast=True)), "image_size": [32, 48]}
     for name in ("classifier.pt", "classifier.json", "history.csv", "curves.png", "lr_trace.png", "confusion.png"):
@@ -263,22 +268,136 @@ def test_fast_mode_on_the_real_fish_set():
     config = replace(fish_config(fast=True), weights=None)
     result = run_transfer(root, config, device=CPU, progress=False, log=_quiet)
     assert len(result.classes) == 7 and result.train_images == 56 and result.test_images == 28
-    assert result.shared_group_fraction == 0.0 and result.seconds < 60
+    assert result.leak == 0.0 and result.seconds < 60
 
 
-def test_split_table_reports_each_run():
-    from types import SimpleNamespace
+def test_run_seeds_gives_one_row_per_seed_and_the_summary_and_comparison_read_it(tmp_path):
+    root = _fish_tree(tmp_path / "fish", fish=6)
+    config = _tiny_config(max_steps_per_epoch=1, head_epochs=1, fine_tune_epochs=1, stages="two")
+    lines: list[str] = []
+    table = run_seeds(config, (0, 1, 2), root, name="tiny", device=CPU, log=lines.append)
+    assert len(lines) == 3 and lines[0].startswith("tiny, seed 0: final ")
+    assert table["seed"].tolist() == [0, 1, 2] and set(table["config"]) == {"tiny"}
+    assert table["split"].eq("video").all() and table["video leak %"].eq(0.0).all() and table["epochs"].eq(2).all()
+    again = run_transfer(root, replace(config, seed=1), device=CPU, progress=False, log=_quiet)
+    row = table.set_index("seed").loc[1]
+    assert row["final acc %"] == round(again.test_accuracy, 2) and row["start"] == "random"
+    assert row["head acc %"] == round(again.history[0]["test_acc"], 2)
+    assert row["best acc %"] == round(max(r["test_acc"] for r in again.history), 2) >= row["final acc %"]
+    summary = seed_summary(table)
+    assert summary.loc["tiny", "seeds"] == 3
+    assert summary.loc["tiny", "final acc mean"] == round(table["final acc %"].mean(), 1)
+    assert summary.loc["tiny", "final acc min"] == round(table["final acc %"].min(), 1)
+    assert summary.loc["tiny", "best acc max"] == round(table["best acc %"].max(), 1)
 
-    from cifar.fish import split_table
 
-    runs = [
-        SimpleNamespace(split="grouped", test_images=226, shared_group_fraction=0.0, test_accuracy=38.94),
-        SimpleNamespace(split="frames", test_images=210, shared_group_fraction=0.9619, test_accuracy=64.286),
-    ]
-    table = split_table(runs)
-    assert list(table.index) == ["grouped", "frames"]
-    assert table.loc["frames", "share of test fish seen in training %"] == 96.2
-    assert table.loc["frames", "test accuracy %"] == 64.29
+def test_compare_seeds_claims_only_what_the_spread_supports():
+    import pandas as pd
+
+    def table(a, b):
+        rows = [{"config": "a", "seed": s, "final acc %": v} for s, v in zip((1, 2, 3), a)]
+        return pd.DataFrame(rows + [{"config": "b", "seed": s, "final acc %": v} for s, v in zip((1, 2, 3), b)])
+
+    supported = compare_seeds(table([50, 52, 51], [40, 42, 41]), "a", "b")
+    assert "ahead on every seed and the ranges do not overlap" in supported and "+10.0, +10.0, +10.0" in supported
+    assert "mean 51.0 vs 41.0" in supported
+    assert "suggestive" in compare_seeds(table([50, 45, 41], [48, 43, 40]), "a", "b")
+    assert "ahead on 2 of 3 seeds: within the spread" in compare_seeds(table([50, 45, 39], [48, 43, 40]), "a", "b")
+    with pytest.raises(ValueError, match="no seed"):
+        compare_seeds(table([50, 45, 39], [48, 43, 40]), "a", "c")
+
+
+# ----------------------------------------------------------------------------- the S10 network as a backbone
+
+S10_FILE = Path(__file__).resolve().parents[1] / "weights" / "s10_custom_resnet.pt"
+
+
+def test_s10_classifier_has_a_new_head_and_takes_any_image_size():
+    model = s10_classifier(7)
+    assert model.fc.in_features == 512 and model.fc.out_features == 7 and model.logit_scale == 1.0
+    assert isinstance(model.pool, nn.AdaptiveMaxPool2d)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 64, 96)).shape == (2, 7)
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+
+
+def test_s10_backbone_really_loads_the_cifar10_weights(tmp_path):
+    from cifar.s10 import load_s10_weights
+
+    state, record = s10_backbone_weights(S10_FILE)
+    assert record["architecture"] == "CustomResNet" and record["classes"][0] == "airplane"
+    assert (tuple(record["mean"]), tuple(record["std"])) == (transfer.S10_MEAN, transfer.S10_STD)
+    torch.manual_seed(0)
+    model = s10_classifier(7, state).eval()
+    for name, value in model.state_dict().items():  # every backbone tensor is CIFAR-10's, the head is new
+        if not name.startswith("fc."):
+            assert torch.equal(value, state[name]), name
+    assert model.fc.weight.shape == (7, 512) and not torch.equal(model.fc.weight[:7], state["fc.weight"][:7])
+    random_start = s10_classifier(7)
+    assert not torch.equal(random_start.prep[0].weight, model.prep[0].weight)
+    # At 32x32 the global max pool is the CIFAR-10 network's MaxPool2d(4): with its old head back, the same logits.
+    cifar_model, _ = load_s10_weights(S10_FILE)
+    model.fc = cifar_model.fc
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images) * cifar_model.logit_scale, cifar_model(images))
+    from cifar.artifacts import save_weights
+
+    foreign = save_weights(nn.Linear(2, 2), tmp_path / "other.pt", {"architecture": "Linear"})
+    with pytest.raises(ValueError, match="not the S10 CustomResNet"):
+        s10_backbone_weights(foreign)
+
+
+def test_s10_recipe_runs_from_cifar10_and_from_random_weights_with_the_same_stages(tmp_path):
+    root = _fish_tree(tmp_path / "fish")
+    s10 = replace(fish_config("s10", fast=True), weights=str(S10_FILE), image_size=(32, 48), batch_size=8)
+    assert s10.arch == "s10" and s10.stages == "two" and s10.backbone_lr_factor is None
+    pretrained = run_transfer(root, s10, out=tmp_path / "run", device=CPU, progress=False, log=_quiet)
+    scratch = run_transfer(root, replace(s10, weights=None), device=CPU, progress=False, log=_quiet)
+    assert pretrained.start == "CIFAR-10" and pretrained.weights == str(S10_FILE) and scratch.start == "random"
+    assert pretrained.stages == scratch.stages == ["head", "fine-tune"]
+    assert pretrained.train_images == scratch.train_images and pretrained.model.fc.out_features == 3
+    model, info = load_classifier(tmp_path / "run" / "classifier.pt")  # saved and rebuilt as an s10 classifier
+    assert info["architecture"] == "s10" and info["mean"] == list(transfer.S10_MEAN) and model.fc.out_features == 3
+    with pytest.raises(FileNotFoundError):  # no silent fallback to random weights
+        run_transfer(root, replace(s10, weights=str(tmp_path / "absent.pt")), device=CPU, progress=False, log=_quiet)
+
+
+def test_linear_probe_separates_what_is_separable_at_any_scale():
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.arange(60) % 3
+    features = torch.randn(60, 16, generator=generator) + 4 * nn.functional.one_hot(targets, 16).float()
+    train, test = slice(0, 45), slice(45, 60)
+    assert linear_probe(features[train], targets[train], features[test], targets[test]) == 100.0
+    scaled = features * 1000 + 5  # standardized first: the scale of the features does not matter
+    assert linear_probe(scaled[train], targets[train], scaled[test], targets[test]) == 100.0
+    noise = torch.randn(60, 16, generator=generator)
+    assert linear_probe(noise[train], targets[train], noise[test], targets[test]) < 70  # nothing to find
+
+
+def test_extract_features_gives_the_heads_inputs_and_keeps_the_head():
+    torch.manual_seed(0)
+    model = s10_classifier(3)
+    head = model.fc
+    _, loader = _random_loaders()
+    features, targets = extract_features(model, loader, CPU, amp_dtype=None)
+    assert features.shape == (16, 512) and targets.shape == (16,) and model.fc is head
+    with torch.no_grad():
+        torch.testing.assert_close(head(features), predict(model, loader, CPU, None)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_probe_seeds_fits_one_probe_per_seed_on_that_seeds_split(tmp_path):
+    root = _fish_tree(tmp_path / "fish", fish=6)
+    config = replace(fish_config("s10", fast=True), weights=str(S10_FILE), image_size=(32, 48), test_fraction=0.25,
+                     train_per_class=None, test_per_class=None)  # fmt: skip
+    table = probe_seeds(config, (0, 1), root, name="probe", device=CPU, amp_dtype=None)
+    assert table.columns.tolist() == ["config", "seed", "split", "start", "probe acc %"]
+    assert table["seed"].tolist() == [0, 1] and table["start"].eq("CIFAR-10").all() and table["split"].eq("video").all()
+    assert table["probe acc %"].between(0, 100).all()
+    again = probe_seeds(config, (1,), root, name="probe", device=CPU, amp_dtype=None)
+    assert again["probe acc %"].iloc[0] == table["probe acc %"].iloc[1]  # features and fit are deterministic
+    scratch = probe_seeds(replace(config, weights=None), (0,), root, device=CPU, amp_dtype=None)
+    assert scratch["start"].tolist() == ["random"] and scratch["config"].tolist() == ["s10 random"]
 
 
 # ----------------------------------------------------------------------------- the lesson's recipes and command line
@@ -323,8 +442,8 @@ def test_recipes():
          {"head_epochs": 3, "fine_tune_epochs": 3, "image_size": (64, 96), "max_steps_per_epoch": 1}),
         (["--fast", "--fine-tune-epochs", "3", "--batch-size", "128"], "random",
          {"head_epochs": 1, "fine_tune_epochs": 3, "batch_size": 128, "train_per_class": 8}),
-        (["--weights", "none", "--leaky", "--image-size", "32", "48", "--max-steps", "2", "--stages", "two"],
-         "imagenet", {"weights": None, "grouped": False, "image_size": (32, 48), "max_steps_per_epoch": 2,
+        (["--weights", "none", "--split", "frames", "--image-size", "32", "48", "--max-steps", "2", "--stages", "two"],
+         "imagenet", {"weights": None, "split": "frames", "image_size": (32, 48), "max_steps_per_epoch": 2,
                       "stages": "two"}),
     ],
 )  # fmt: skip

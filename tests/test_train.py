@@ -260,8 +260,8 @@ def test_flip_test_time_augmentation_averages_both_views():
     torch.testing.assert_close(both, (plain + mirrored) / 2, atol=1e-5, rtol=1e-5)
 
 
-def test_fast_recipe_is_pages_resnet9_recipe():
-    config = s10.s10_fast_recipe()
+def test_short_recipe_is_pages_resnet9_recipe():
+    config = s10.s10_short_recipe()
     assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (11, "sgd", 0.4, 0.2)
     assert config.eval_every == 6 and s10.S10Config().eval_every == 1  # the lesson tests every epoch
     assert (config.loader, config.flip_tta, config.logit_scale) == ("tensor", True, 0.125)
@@ -270,9 +270,9 @@ def test_fast_recipe_is_pages_resnet9_recipe():
         s10.S10Config(loader="tensors")
 
 
-def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
+def test_cli_short_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
     summary = s10.main([
-        "--recipe", "fast", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
+        "--recipe", "short", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
         "--weights", str(tmp_path / "w.pt"), "--epochs", "1", "--train-subset", "600", "--test-subset", "100",
     ])  # fmt: skip
     assert summary["max_lr"] == 0.4 and "finder" not in summary  # the recipe gives its peak LR
@@ -288,7 +288,7 @@ def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
     (tmp_path / "run" / "summary.json").write_text(json.dumps({**saved, "device": "CPU: another machine"}))
     for _ in range(2):  # resuming twice on this machine names it once
         resumed = s10.main([
-            "--recipe", "fast", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
+            "--recipe", "short", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
             "--weights", str(tmp_path / "w.pt"), "--epochs", "1", "--train-subset", "600", "--test-subset", "100",
         ])  # fmt: skip
         assert resumed["device"] == f"CPU: another machine, resumed on {here}"
@@ -311,6 +311,25 @@ def test_recipes_and_command_line_overrides():
     args = s10.parse_args(["--recipe", "original", "--epochs", "3", "--label-smoothing", "0.1"])
     tuned = s10.config_from_args(args)
     assert (tuned.optimizer, tuned.epochs, tuned.label_smoothing, tuned.weight_decay) == ("adam", 3, 0.1, 1e-4)
+
+
+def test_recipe_fast_is_a_hidden_alias_of_the_short_recipe(capsys):
+    """`--recipe fast` (quoted by weights/s10_fast_recipe.json) gives the short recipe but is not offered."""
+    short = s10.s10_short_recipe()
+    for argv in ([], ["--fast"], ["--epochs", "3", "--trick", "whiten_init=on"]):
+        alias = s10.config_from_args(s10.parse_args(["--recipe", "fast", *argv]))
+        assert alias == s10.config_from_args(s10.parse_args(["--recipe", "short", *argv]))
+    assert s10.config_from_args(s10.parse_args(["--recipe", "fast"])) == short
+    assert s10.s10_config(recipe="fast") == short and s10.s10_config(True, "fast") == s10.s10_config(True, "short")
+    assert "fast" not in s10.RECIPES
+    with pytest.raises(SystemExit):
+        s10.parse_args(["--help"])
+    usage = capsys.readouterr().out
+    assert "{lesson,original,short,tricks}" in usage and "fast:" not in usage
+    with pytest.raises(SystemExit):
+        s10.parse_args(["--recipe", "quick"])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert "invalid choice: 'quick'" in error and "short" in error and "fast" not in error
 
 
 class _NeverIterated:
@@ -373,7 +392,7 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
     with pytest.raises(ValueError, match="own checkpoint"):
         s10.restore_run(tmp_path / "w.pt", tmp_path / "run", config)
     with pytest.raises(SystemExit, match="another recipe"):
-        s10.main(["--restore", str(tmp_path / "w.pt"), "--recipe", "fast", "--out", str(tmp_path / "other")])
+        s10.main(["--restore", str(tmp_path / "w.pt"), "--recipe", "short", "--out", str(tmp_path / "other")])
 
 
 def test_notebook_switch_trains_on_a_gpu_and_restores_elsewhere():

@@ -16,7 +16,7 @@ import torch
 
 from cifar.dataset import file_sha256
 from cifar.model import CustomResNet
-from cifar.s10 import RECIPES, S10Config, load_s10_weights, main, recipe_record, restore_run, s10_fast_recipe
+from cifar.s10 import RECIPES, S10Config, load_s10_weights, main, recipe_record, restore_run, s10_short_recipe
 from cifar.train import first_epoch_reaching
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -32,7 +32,7 @@ TARGETS = {"s10_custom_resnet.pt": 90.0, "s10_fast_recipe.pt": 90.0}  # recipes 
 def test_weights_are_there():
     assert WEIGHTS / "s10_custom_resnet.pt" in S10_WEIGHTS  # the lesson's run
     assert WEIGHTS / "s10_original_recipe.pt" in S10_WEIGHTS
-    assert WEIGHTS / "s10_fast_recipe.pt" in S10_WEIGHTS  # the fast recipe's run
+    assert WEIGHTS / "s10_fast_recipe.pt" in S10_WEIGHTS  # the short recipe's run
 
 
 def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
@@ -44,9 +44,10 @@ def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
     assert len(torch.load(folder / "checkpoint.pt", weights_only=False)["lrs"]) == 24 * 98  # 98 batches of 512
 
 
-def test_fast_weights_come_from_the_fast_recipe(tmp_path: Path):
-    """`python -m cifar.train --recipe fast` as it is now trained the committed fast-recipe weights."""
-    config = s10_fast_recipe()
+def test_fast_weights_come_from_the_short_recipe(tmp_path: Path):
+    """`python -m cifar.train --recipe fast` (the short recipe's earlier name) as it is now trained the committed
+    weights/s10_fast_recipe.pt."""
+    config = s10_short_recipe()
     folder = restore_run(WEIGHTS / "s10_fast_recipe.pt", tmp_path, config)  # raises on any difference
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["command"].startswith("python -m cifar.train --recipe fast ")
@@ -54,7 +55,7 @@ def test_fast_weights_come_from_the_fast_recipe(tmp_path: Path):
     assert tested == [6, 11] and summary["first_epoch_90"] == first_epoch_reaching(summary["history"], 90.0) == 11
 
 
-RECIPE_OF = {"s10_custom_resnet.pt": "lesson", "s10_original_recipe.pt": "original", "s10_fast_recipe.pt": "fast"}
+RECIPE_OF = {"s10_custom_resnet.pt": "lesson", "s10_original_recipe.pt": "original", "s10_fast_recipe.pt": "short"}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPE_OF))

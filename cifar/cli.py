@@ -6,7 +6,8 @@ Every command starts from :func:`base_parser`, which gives the same names to the
 lesson's config are set with ``--<field-name>`` flags and applied by :func:`apply_overrides`
 after the recipe, so an explicit flag always wins over ``--fast``. :func:`run` turns the errors a
 user can fix (missing data, missing files, a record that does not match) into one line on
-stderr and exit status 1.
+stderr and exit status 1. The commands that read no data set (``python -m cifar.bench``,
+``python -m cifar.rf``) have only their own options, and end through :func:`run` as well.
 """
 
 from __future__ import annotations

@@ -101,11 +101,34 @@ def read_box_csv(
         raise ValueError(f"box_format must be one of {sorted(BOX_COLUMNS)}, not {box_format!r}")
     if multi_box not in MULTI_BOX_POLICIES:
         raise ValueError(f"multi_box must be one of {MULTI_BOX_POLICIES}, not {multi_box!r}")
+    frame = _read_box_table(csv_path, path_column, box_format)
+    image_dir = Path(image_dir) if image_dir is not None else csv_path.parent
+    check_size = box_format != "xyhw" and all(c in frame.columns for c in IMAGE_SIZE_COLUMNS)
+    sizes: dict[str, tuple[int, int]] = {}  # (width, height) of each image, decoded once
+    records = []
+    for i, row in enumerate(frame.to_dict("records")):
+        filename = str(row[path_column]).strip()
+        where = f"{csv_path.name} row {i + 1} (line {i + 2}), image {filename!r}"
+        box = _parse_box(row, box_format, where)
+        path = image_dir / filename
+        if filename not in sizes:
+            sizes[filename] = _image_size(path, filename, where)
+        width, height = sizes[filename]
+        if check_size:
+            _check_stated_size(row, width, height, path, where)
+        if box[2] > width or box[3] > height:
+            raise DataError(f"{where}: box (xmin, ymin, xmax, ymax) = {box} lies outside the {width}x{height} image.")
+        records.append({"filename": filename, "path": str(path), "width": width, "height": height,
+                        "xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3], "row": i + 1})  # fmt: skip
+    return _one_box_per_image(pd.DataFrame(records), multi_box, csv_path.name)
+
+
+def _read_box_table(csv_path: Path, path_column: str, box_format: str) -> pd.DataFrame:
+    """The CSV as text, checked to exist, to have the columns ``box_format`` needs, and to have rows."""
     if not csv_path.is_file():
         raise DataError(f"Box CSV {csv_path} does not exist.")
     frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    columns = BOX_COLUMNS[box_format]
-    required = [path_column, *columns]
+    required = [path_column, *BOX_COLUMNS[box_format]]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataError(
@@ -114,54 +137,54 @@ def read_box_csv(
         )
     if frame.empty:
         raise DataError(f"{csv_path} has a header but no rows.")
-    image_dir = Path(image_dir) if image_dir is not None else csv_path.parent
-    check_size = box_format != "xyhw" and all(c in frame.columns for c in IMAGE_SIZE_COLUMNS)
-    sizes: dict[str, tuple[int, int]] = {}
-    records = []
-    for i, row in enumerate(frame.to_dict("records")):
-        filename = str(row[path_column]).strip()
-        where = f"{csv_path.name} row {i + 1} (line {i + 2}), image {filename!r}"
-        values = []
-        for column in columns:
-            text = str(row[column]).strip()
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                raise DataError(f"{where}: column {column!r} is {text!r}, not a number.")
-            if value < 0:
-                raise DataError(f"{where}: column {column!r} is negative ({text}); coordinates are pixels >= 0.")
-            values.append(value)
-        box = xyhw_to_corners(*values) if box_format == "xyhw" else tuple(values)
-        if not (box[0] < box[2] and box[1] < box[3]):
-            raise DataError(f"{where}: empty box (xmin, ymin, xmax, ymax) = {box}; needs xmin < xmax and ymin < ymax.")
-        path = image_dir / filename
-        if not filename or not path.is_file():
-            raise DataError(f"{where}: image file {path} not found.")
-        if filename not in sizes:
-            try:
-                height, width = read_image(path).shape[:2]
-            except DataError as error:
-                raise DataError(f"{where}: {error}") from error
-            sizes[filename] = (width, height)
-        width, height = sizes[filename]
-        if check_size:
-            stated = tuple(str(row[c]).strip() for c in IMAGE_SIZE_COLUMNS)
-            if stated != (str(width), str(height)):
-                raise DataError(
-                    f"{where}: the CSV says the image is {stated[0]}x{stated[1]} but {path} is {width}x{height}."
-                )
-        if box[2] > width or box[3] > height:
-            raise DataError(f"{where}: box (xmin, ymin, xmax, ymax) = {box} lies outside the {width}x{height} image.")
-        records.append({"filename": filename, "path": str(path), "width": width, "height": height,
-                        "xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3], "row": i + 1})  # fmt: skip
-    boxes = pd.DataFrame(records)
+    return frame
+
+
+def _parse_box(row: dict, box_format: str, where: str) -> tuple[float, float, float, float]:
+    """A row's box in corner form (xmin, ymin, xmax, ymax), its coordinates checked to be numbers >= 0."""
+    values = []
+    for column in BOX_COLUMNS[box_format]:
+        text = str(row[column]).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise DataError(f"{where}: column {column!r} is {text!r}, not a number.")
+        if value < 0:
+            raise DataError(f"{where}: column {column!r} is negative ({text}); coordinates are pixels >= 0.")
+        values.append(value)
+    box = xyhw_to_corners(*values) if box_format == "xyhw" else tuple(values)
+    if not (box[0] < box[2] and box[1] < box[3]):
+        raise DataError(f"{where}: empty box (xmin, ymin, xmax, ymax) = {box}; needs xmin < xmax and ymin < ymax.")
+    return box
+
+
+def _image_size(path: Path, filename: str, where: str) -> tuple[int, int]:
+    """Width and height of the image at ``path``, decoded in full so that a damaged file is reported here."""
+    if not filename or not path.is_file():
+        raise DataError(f"{where}: image file {path} not found.")
+    try:
+        height, width = read_image(path).shape[:2]
+    except DataError as error:
+        raise DataError(f"{where}: {error}") from error
+    return width, height
+
+
+def _check_stated_size(row: dict, width: int, height: int, path: Path, where: str) -> None:
+    """The row's ``width`` and ``height`` columns must be the image's size."""
+    stated = tuple(str(row[c]).strip() for c in IMAGE_SIZE_COLUMNS)
+    if stated != (str(width), str(height)):
+        raise DataError(f"{where}: the CSV says the image is {stated[0]}x{stated[1]} but {path} is {width}x{height}.")
+
+
+def _one_box_per_image(boxes: pd.DataFrame, multi_box: str, csv_name: str) -> pd.DataFrame:
+    """One row per image, in order of first appearance, with ``boxes`` (how many it had); see :func:`read_box_csv`."""
     boxes["area"] = (boxes.xmax - boxes.xmin) * (boxes.ymax - boxes.ymin)
     boxes["boxes"] = boxes.groupby("filename", sort=False)["row"].transform("size")
     if multi_box == "error" and (boxes.boxes > 1).any():
         first = boxes[boxes.boxes > 1].iloc[0]
-        raise DataError(f"{csv_path.name} row {first.row}, image {first.filename!r}: {first.boxes} boxes on one "
+        raise DataError(f"{csv_name} row {first.row}, image {first.filename!r}: {first.boxes} boxes on one "
                         "image, and multi_box='error'.")  # fmt: skip
     if multi_box == "largest":  # stable sort: the first row wins a tie
         keep = boxes.sort_values("area", ascending=False, kind="stable").drop_duplicates("filename").index

@@ -8,6 +8,7 @@ lesson's command line (:func:`cifar.s10.main`).
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -518,6 +519,32 @@ def first_epoch_reaching(history: list[dict], accuracy: float) -> int | None:
     """First tested epoch whose test accuracy is at least ``accuracy`` (%), or None."""
     tested = (row for row in history if row["test_acc"] is not None)
     return next((row["epoch"] for row in tested if row["test_acc"] >= accuracy), None)
+
+
+def run_seconds(history: list[dict]) -> dict[str, float]:
+    """Where a run's time went, from its history: ``training`` (the epochs' ``seconds``: batches loaded and
+    trained), ``testing`` (their ``eval_seconds``) and ``total``, the two together.
+
+    The one definition of a run's time: the weights' records call ``total`` their ``wall_seconds``. Time
+    outside the epochs (the LR range test, pauses between an interruption and its resume) is not counted.
+    """
+    training = sum(row["seconds"] for row in history)
+    testing = sum(row.get("eval_seconds", 0.0) for row in history)
+    return {"training": training, "testing": testing, "total": training + testing}
+
+
+def label_smoothing_floor(num_classes: int, smoothing: float) -> float:
+    """The lowest mean loss that cross-entropy with ``label_smoothing=smoothing`` can reach over ``num_classes``.
+
+    PyTorch's smoothed target gives the true class ``1 - smoothing + smoothing / num_classes`` and every
+    other class ``smoothing / num_classes``; the loss is the cross-entropy of the prediction against that
+    target, smallest (its entropy) when the prediction equals it. So even a perfect classifier scores this
+    much, and a smoothed test loss is read against it, not against 0.
+    """
+    if not 0 <= smoothing <= 1 or num_classes < 2:
+        raise ValueError(f"need 0 <= smoothing <= 1 and at least 2 classes, got {smoothing}, {num_classes}")
+    target = [1 - smoothing + smoothing / num_classes] + [smoothing / num_classes] * (num_classes - 1)
+    return -sum(p * math.log(p) for p in target if p > 0)
 
 
 if __name__ == "__main__":

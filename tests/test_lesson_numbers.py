@@ -18,11 +18,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from test_readme import (
-    FAST_RUN,
     LESSON_RUN,
     NB02,
     NUMBER,
     ORIGINAL_RUN,
+    SHORT_RUN,
     Record,
     matches,
     quoted_numbers,
@@ -30,7 +30,7 @@ from test_readme import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORDS = (Record(LESSON_RUN), Record(ORIGINAL_RUN), Record(FAST_RUN))
+RECORDS = (Record(LESSON_RUN), Record(ORIGINAL_RUN), Record(SHORT_RUN))
 # numbers that define the recipe or cite a publication, not measurements; where each is stated in code
 DEFINITIONS = {
     Decimal("0.9"): "SGD momentum: cifar.scheduler.make_optimizer",

@@ -43,6 +43,7 @@ ORIGINAL_RUN = "weights/s10_original_recipe.json"
 SHORT_RUN = "weights/s10_fast_recipe.json"
 TRICKS_RUN = "weights/records/s10_tricks_lr04.json"  # records of runs whose weights are not kept
 TRICKS_LR1_RUN = "weights/records/s10_tricks_lr1.json"
+TRICKS_LIGHT_RUN = "weights/records/s10_tricks_light.json"
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
         "the short recipe as it is now, 11 epochs": [Record(SHORT_RUN)],
         "tricks recipe": [Record(TRICKS_RUN)],
         "the tricks recipe at the published peak LR": [Record(TRICKS_LR1_RUN)],
+        "the tricks recipe at peak LR 1.0 with airbench's light augmentation": [Record(TRICKS_LIGHT_RUN)],
     },
 }
 

@@ -242,10 +242,7 @@ def run_transfer(
         config = random_config
     dataset, train_idx, test_idx, shared = transfer_data(root, config, group_fn)
     classes = dataset.classes
-    train_set = dataset.subset(train_idx, imagenet_train_transforms(config.image_size))
-    test_set = dataset.subset(test_idx, imagenet_eval_transforms(config.image_size))
-    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device)
-    test_loader = make_loader(test_set, config.batch_size, train=False, device=device)
+    test_set, train_loader, test_loader = _transfer_loaders(dataset, train_idx, test_idx, config, device)
     amp_dtype = resolve_amp_dtype(device, amp_dtype)  # the same precision for training, testing and the final test
     with seeded(derive_seed(config.seed, "model")):
         model = resnet34_classifier(len(classes), state)
@@ -253,9 +250,41 @@ def run_transfer(
     log(f"{len(classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({split} split, "
         f"{100 * shared:.0f}% of test images share a fish with training); weights: {weights_used}")  # fmt: skip
     folder = Path(out) if out is not None else None
+    stages = _plan(config, weights_used)
+    history, lrs = _train_stages(
+        model, stages, train_loader, test_loader, config, weights_used, folder, device, amp_dtype, progress, log
+    )
+    unfreeze(model)
+    outputs, targets = predict(model, test_loader, device, amp_dtype)
+    accuracy = (outputs.argmax(1) == targets).float().mean().item() * 100
+    result = TransferResult(
+        model=model, classes=classes, weights=weights_used, stages=[s[0] for s in stages], history=history,
+        lrs=lrs, test_accuracy=accuracy, confusion=confusion_matrix(outputs.argmax(1), targets, len(classes)),
+        outputs=outputs, targets=targets, test_set=test_set, split=split, shared_group_fraction=shared,
+        train_images=len(train_idx), test_images=len(test_idx), config=config, seconds=time.perf_counter() - started,
+    )  # fmt: skip
+    log(f"test accuracy {accuracy:.2f}% ({split} split, weights: {weights_used})")
+    if folder is not None:
+        _save_run(result, folder, root, describe_device(device, amp_dtype))
+    return result
+
+
+def _transfer_loaders(dataset, train_idx, test_idx, config: FishConfig, device: torch.device):
+    """(test_set, train_loader, test_loader) of a split, with the ImageNet-style transforms at ``config.image_size``."""
+    train_set = dataset.subset(train_idx, imagenet_train_transforms(config.image_size))
+    test_set = dataset.subset(test_idx, imagenet_eval_transforms(config.image_size))
+    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device)
+    return test_set, train_loader, make_loader(test_set, config.batch_size, train=False, device=device)
+
+
+def _train_stages(
+    model, stages, train_loader, test_loader, config: FishConfig, weights_used: str, folder: Path | None,
+    device: torch.device, amp_dtype, progress: bool, log,
+) -> tuple[list[dict], list[float]]:  # fmt: skip
+    """Each stage of :func:`_plan` through :func:`cifar.transfer.fit_one_cycle` (checkpointed under ``folder``);
+    the joined history (epochs numbered across stages, each row naming its stage) and per-batch LRs."""
     history: list[dict] = []
     lrs: list[float] = []
-    stages = _plan(config, weights_used)
     for number, (name, epochs, max_lr, factor, frozen) in enumerate(stages, 1):
         if frozen:
             freeze_backbone(model)
@@ -272,19 +301,7 @@ def run_transfer(
         offset = len(history)
         history += [{**row, "epoch": offset + row["epoch"], "stage": name} for row in result.history]
         lrs += result.lrs
-    unfreeze(model)
-    outputs, targets = predict(model, test_loader, device, amp_dtype)
-    accuracy = (outputs.argmax(1) == targets).float().mean().item() * 100
-    result = TransferResult(
-        model=model, classes=classes, weights=weights_used, stages=[s[0] for s in stages], history=history,
-        lrs=lrs, test_accuracy=accuracy, confusion=confusion_matrix(outputs.argmax(1), targets, len(classes)),
-        outputs=outputs, targets=targets, test_set=test_set, split=split, shared_group_fraction=shared,
-        train_images=len(train_idx), test_images=len(test_idx), config=config, seconds=time.perf_counter() - started,
-    )  # fmt: skip
-    log(f"test accuracy {accuracy:.2f}% ({split} split, weights: {weights_used})")
-    if folder is not None:
-        _save_run(result, folder, root, describe_device(device, amp_dtype))
-    return result
+    return history, lrs
 
 
 def _save_run(result: TransferResult, folder: Path, root, device_name: str) -> None:

@@ -609,7 +609,7 @@ def describe_range_test(run_dir: str | Path, reference_lr: float | None = None) 
     """What the range test kept in ``run_dir`` says, and how the peak LR of the run compares with it.
 
     The steepest-descent point and the lowest loss, what the min/10 rule would take, and how many
-    times ``reference_lr`` (default: the fast recipe's peak, David Page's 0.4 for this network) is
+    times ``reference_lr`` (default: the short recipe's peak, David Page's 0.4 for this network) is
     that; where the test was re-run in a restored folder, how many of the test's exponential steps
     its suggestion lies from the peak LR the run used.
     """

@@ -372,53 +372,27 @@ def _on_device(model: nn.Module, device: torch.device, channels_last: bool) -> N
 
 
 def fit(
-    model: nn.Module,
-    train_loader,
-    test_loader,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    epochs: int,
-    device: torch.device,
-    loss_fn: nn.Module | None = None,
-    seed: int = 0,
-    checkpoint_dir: str | Path | None = None,
-    config: dict | None = None,
-    amp_dtype: torch.dtype | None | str = "auto",
-    channels_last: bool = True,
-    progress: bool = True,
-    max_steps_per_epoch: int | None = None,
-    grad_clip: float | None = None,
-    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
-    score_name: str = "acc",
-    flip_tta: bool = False,
-    eval_every: int = 1,
-    checkpoint_minutes: float | None = None,
-    log=print,
-    average: WeightAverage | None = None,
-    shift_tta: bool = False,
-) -> FitResult:
-    """Train for ``epochs`` epochs, evaluating after each; returns the history and per-batch LRs.
+    model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, scheduler, epochs: int,
+    device: torch.device, loss_fn: nn.Module | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
+    config: dict | None = None, amp_dtype: torch.dtype | None | str = "auto", channels_last: bool = True,
+    progress: bool = True, max_steps_per_epoch: int | None = None, grad_clip: float | None = None,
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score, score_name: str = "acc",
+    flip_tta: bool = False, eval_every: int = 1, checkpoint_minutes: float | None = None, log=print,
+    average: WeightAverage | None = None, shift_tta: bool = False,
+) -> FitResult:  # fmt: skip
+    """Train for ``epochs`` epochs, testing after each; returns the history and per-batch LRs.
 
-    The history has ``train_loss``, ``test_loss`` and ``train_<score_name>``,
-    ``test_<score_name>`` (accuracy in % by default; e.g. mean IoU for box regression).
-    ``eval_every=n`` evaluates only after every n-th epoch and after the last one (to save time
-    in a short recipe); the test columns of the other epochs are None.
+    History columns: ``train_loss``, ``test_loss``, ``train_<score_name>``, ``test_<score_name>``
+    (accuracy in % by default; mean IoU for boxes). ``eval_every=n`` tests only after every n-th
+    epoch and the last (the other epochs' test columns are None). ``amp_dtype``: autocast's dtype,
+    None for fp32, "auto" for :func:`cifar.utils.autocast_dtype`'s choice (fp16 adds gradient scaling).
+    Each epoch's shuffling, augmentation and random draws come from ``derive_seed(seed, "epoch", epoch)``.
 
-    ``amp_dtype``: autocast's dtype for training and testing, None for fp32, or "auto" for
-    :func:`cifar.utils.autocast_dtype`'s choice for ``device``; fp16 trains with gradient scaling.
-
-    Each epoch's shuffling, augmentation and global random draws (dropout) come from
-    ``derive_seed(seed, "epoch", epoch)`` (:func:`cifar.utils.seed_loader`), not from what ran before.
-
-    With ``checkpoint_dir`` the run is saved (:class:`Checkpoint`) after every epoch, and a later
-    call with the same directory and ``config`` resumes after the last finished epoch. With
-    ``checkpoint_minutes=m`` it also saves after the first batch that ends m minutes or more
-    after the last save, and a resumed run finishes the interrupted epoch from there, exactly as
-    it would have gone on (it loses about m minutes at most: a CPU epoch can take 20).
-
-    With ``average`` (a :class:`WeightAverage` of ``model``) the average is updated after every
-    step, checkpointed with the run, tested in place of the model, and copied into the model
-    after the last epoch's training: the returned model is the averaged one.
+    With ``checkpoint_dir`` the run is saved (:class:`Checkpoint`) after every epoch (and, with
+    ``checkpoint_minutes=m``, after the first batch m minutes past the last save); a later call with
+    the same directory and ``config`` resumes exactly where it stopped. With ``average`` (a
+    :class:`WeightAverage` of ``model``) the average is updated every step, checkpointed, tested in
+    place of the model, and copied into the model after the last epoch: the returned model is the average.
     """
     if eval_every < 1:
         raise ValueError(f"eval_every must be at least 1, got {eval_every}")
@@ -443,13 +417,10 @@ def fit(
             score_fn=score_fn, partial=interrupted if epoch == start_epoch else None, on_step=after_step, scaler=scaler,
         )  # fmt: skip
         started = time.perf_counter()
-        last = epoch + 1 == epochs
-        if average is not None and last:
-            model.load_state_dict(average.state_dict())
-        test = {"loss": None, "score": None}
-        if (epoch + 1) % eval_every == 0 or last:
-            test = evaluate(average.model if average is not None else model, test_loader, device, amp_dtype,
-                            channels_last, loss_fn, score_fn, flip_tta, shift_tta)  # fmt: skip
+        test = _end_of_epoch(
+            model, average, test_loader, epoch, epochs, eval_every, device, amp_dtype, channels_last, loss_fn,
+            score_fn, flip_tta, shift_tta,
+        )  # fmt: skip
         history.append(_history_row(epoch, train, test, score_name, eval_seconds=time.perf_counter() - started))
         lrs.extend(train["lrs"])
         log(_epoch_line(history[-1], epochs, score_name))
@@ -495,6 +466,20 @@ def _after_step(
         average.update(model, len(lrs) + totals["steps"])
     if checkpoint is not None and checkpoint.due(minutes):
         checkpoint.save(epoch, history, lrs, partial={**totals, **rng_states(device)})
+
+
+def _end_of_epoch(
+    model, average, test_loader, epoch, epochs, eval_every, device, amp_dtype, channels_last, loss_fn, score_fn,
+    flip_tta, shift_tta,
+) -> dict:  # fmt: skip
+    """After the last epoch's training the average becomes the model; the test (where due) of the weights in use."""
+    last = epoch + 1 == epochs
+    if average is not None and last:
+        model.load_state_dict(average.state_dict())
+    if (epoch + 1) % eval_every and not last:
+        return {"loss": None, "score": None}
+    return evaluate(average.model if average is not None else model, test_loader, device, amp_dtype,
+                    channels_last, loss_fn, score_fn, flip_tta, shift_tta)  # fmt: skip
 
 
 def _history_row(epoch: int, train: dict, test: dict, score_name: str, eval_seconds: float) -> dict:

@@ -8,12 +8,12 @@ lesson's command line (:func:`cifar.s10.main`).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -407,7 +407,7 @@ def fit(
     start_epoch, history, lrs, interrupted = _resume(checkpoint, epochs, device)
     for epoch in range(start_epoch, epochs):
         _seed_epoch(train_loader, seed, epoch)
-        after_step = partial(
+        after_step = functools.partial(
             _after_step, model=model, average=average, checkpoint=checkpoint, minutes=checkpoint_minutes,
             epoch=epoch, history=history, lrs=lrs, device=device,
         )  # fmt: skip

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
+from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -395,11 +396,12 @@ def box_iou_per_sample(predicted: torch.Tensor, true: torch.Tensor) -> torch.Ten
 
 
 def iou_score(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample IoU in % (0..100): the ``score_fn`` given to :func:`cifar.train.fit` (``score_name="iou"``).
+    """Per-sample IoU as a fraction (0..1): the ``score_fn`` given to :func:`cifar.train.fit` (``score_name="iou"``).
 
-    In % so that the training log and history read like the course's accuracies (e.g. ``iou 63.20``).
+    A fraction, as in :func:`box_metrics` and the figures, so that the training log (``iou 0.63``), the
+    history and the tables state IoU on one scale.
     """
-    return box_iou_per_sample(outputs, targets) * 100
+    return box_iou_per_sample(outputs, targets)
 
 
 def original_accuracy(predicted: torch.Tensor, true: torch.Tensor) -> float:
@@ -467,6 +469,28 @@ def _draw(image: torch.Tensor, boxes: torch.Tensor, colors: list[str], width: in
     return drawn.permute(1, 2, 0).numpy()
 
 
+def _boxed(photo: np.ndarray, boxes: torch.Tensor, colors: list[str], thumbnail: int | None) -> np.ndarray:
+    """An RGB uint8 HWC photo with ``boxes`` (pixels, corner form) drawn; shrunk first to ``thumbnail`` pixels.
+
+    With ``thumbnail`` the photo is resized (Lanczos, aspect ratio kept) so that its longer side is at most
+    that many pixels, and the boxes are scaled with it: a grid of thumbnails says what the full-size photos
+    say at a fraction of the bytes in a notebook. None draws at the original size.
+    """
+    height, width = photo.shape[:2]
+    if thumbnail is not None and max(height, width) > thumbnail:
+        scale = thumbnail / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        photo = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS))
+        boxes = boxes * torch.tensor([size[0] / width, size[1] / height] * 2)
+    line = max(2, int(max(photo.shape[:2]) / 150))
+    return _draw(torch.from_numpy(np.ascontiguousarray(photo.transpose(2, 0, 1))), boxes, colors, line)
+
+
+def _panel_inches(thumbnail: int) -> float:
+    """A grid panel's side in inches that shows a ``thumbnail``-pixel image at about its own pixels (dpi 100)."""
+    return thumbnail / 80
+
+
 def plot_augmented_boxes(
     dataset: BoxDataset,
     indices: Sequence[int] = (0, 1, 2, 3),
@@ -474,11 +498,13 @@ def plot_augmented_boxes(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     seed: int | None = 0,
+    thumbnail: int | None = 96,
 ):
     """A grid: each row one image, each column an augmented version with its moved box drawn.
 
     The images are de-normalized with ``mean``/``std``; the box is the dataset's target scaled
-    back to the augmented image's pixels and drawn with ``torchvision.utils.draw_bounding_boxes``.
+    back to the augmented image's pixels and drawn with ``torchvision.utils.draw_bounding_boxes``
+    on a thumbnail whose longer side is ``thumbnail`` pixels (None: the augmented image's size).
     Returns the matplotlib Figure.
     """
 
@@ -494,9 +520,11 @@ def plot_augmented_boxes(
                 pixels = torch.from_numpy((denormalize(image, mean, std) * 255).round().astype(np.uint8))
                 pixels = pixels.permute(2, 0, 1)
             height, width = pixels.shape[-2:]
-            images.append(_draw(pixels, to_pixels(target[None], torch.tensor([[width, height]])), ["yellow"], 2))
+            box = to_pixels(target[None], torch.tensor([[width, height]]))
+            images.append(_boxed(pixels.permute(1, 2, 0).numpy(), box, ["yellow"], thumbnail))
             titles.append(f"{dataset.records.loc[index, 'filename']} #{version + 1}")
-    return show_images(images, titles, ncols=versions, size=2.6, title="Augmented images and their moved boxes")
+    size = 2.6 if thumbnail is None else _panel_inches(thumbnail)
+    return show_images(images, titles, ncols=versions, size=size, title="Augmented images and their moved boxes")
 
 
 def predict_boxes(
@@ -525,35 +553,48 @@ def prediction_gallery(
     device: torch.device | None = None,
     ncols: int = 4,
     amp_dtype: torch.dtype | None | str = "auto",
+    predicted: torch.Tensor | None = None,
+    thumbnail: int | None = 112,
 ):
-    """Test photos (original size) with the true box in green, the predicted box in red, IoU in the title.
+    """Photos of ``dataset`` with the true box in green, the predicted box in red, each photo's IoU in its title.
 
-    ``indices`` defaults to the first 8 images; ``amp_dtype`` as in :func:`predict_boxes`. Returns the
-    matplotlib Figure.
+    ``indices`` defaults to the first 8 images. ``predicted``: the normalized boxes already predicted for
+    every image of ``dataset``, in its order (e.g. :attr:`cifar.raccoon.RaccoonRun.predicted`, the
+    predictions its metrics come from); None predicts them here (``amp_dtype`` as in
+    :func:`predict_boxes`). The figure's title gives the mean IoU of the photos shown and, when they are
+    a subset, of the whole dataset, so that the two cannot be confused. Photos are drawn as thumbnails
+    whose longer side is ``thumbnail`` pixels (None: original size). Returns the matplotlib Figure.
     """
-    from torch.utils.data import Subset
-
     indices = list(range(min(8, len(dataset)))) if indices is None else list(indices)
-    device = device or next(model.parameters()).device
-    model.to(device)
-    loader = make_loader(Subset(dataset, indices), 16, train=False, num_workers=0, device=device)
-    predicted, true = predict(model, loader, device, resolve_amp_dtype(device, amp_dtype), False)
+    true = torch.stack([normalize_box(dataset.box(i), *dataset.sizes[i].tolist()) for i in range(len(dataset))])
+    if predicted is None:
+        predicted, _ = predict_boxes(model, dataset, device, amp_dtype=amp_dtype)
+    if len(predicted) != len(dataset):
+        raise ValueError(f"predicted has {len(predicted)} boxes for a dataset of {len(dataset)} images")
+    predicted = predicted.float().cpu()
     iou = box_iou_per_sample(predicted, true)
-    sizes = dataset.sizes[indices]
     images, titles = [], []
-    for k, index in enumerate(indices):
-        photo = torch.from_numpy(np.ascontiguousarray(dataset.load_image(index).transpose(2, 0, 1)))
-        boxes = to_pixels(torch.stack([true[k], predicted[k].clamp(0, 1)]), sizes[[k, k]])
-        images.append(_draw(photo, boxes, ["lime", "red"], max(2, int(max(photo.shape[-2:]) / 150))))
-        titles.append(f"{dataset.records.loc[index, 'filename']}\nIoU {iou[k]:.2f}")
-    title = f"True (green) and predicted (red) boxes; mean IoU {iou.mean():.2f}"
-    return show_images(images, titles, ncols=ncols, size=3.0, title=title)
+    for index in indices:
+        boxes = to_pixels(torch.stack([true[index], predicted[index].clamp(0, 1)]), dataset.sizes[[index, index]])
+        images.append(_boxed(dataset.load_image(index), boxes, ["lime", "red"], thumbnail))
+        titles.append(f"{dataset.records.loc[index, 'filename']}\nIoU {iou[index]:.2f}")
+    shown = iou[indices].mean()
+    if sorted(indices) == list(range(len(dataset))):
+        summary = f"mean IoU {shown:.3f} over all {len(dataset)} photos"
+    else:
+        summary = f"mean IoU {shown:.3f} over these {len(indices)} photos, {iou.mean():.3f} over all {len(dataset)}"
+    title = f"True (green) and predicted (red) boxes\n{summary}"
+    return show_images(images, titles, ncols=ncols, size=3.0 if thumbnail is None else _panel_inches(thumbnail),
+                       title=title)  # fmt: skip
 
 
-def plot_box_history(history: list[dict], target: float | None = 50):
-    """Loss and mean IoU (%) per epoch, train and test."""
+def plot_box_history(history: list[dict]):
+    """Loss and mean IoU per epoch, train and test; IoU as a fraction (0 to 1), as in the tables.
 
-    return plot_history(history, score_name="iou", score_label="mean IoU (%)", target=target)
+    IoU is taken as the history holds it (:func:`iou_score`: a fraction). No target line: a mean IoU
+    has no threshold of its own (the 0.5 of "a correct detection" applies to each photo's IoU).
+    """
+    return plot_history(history, score_name="iou", score_label="mean IoU (fraction)", target=None)
 
 
 # ----------------------------------------------------------------------------- latency, save / load

@@ -255,7 +255,8 @@ def plot_history(history: list[dict], score_name: str = "acc", score_label: str 
             values = [row[column] for row in history]  # None: an epoch without a test (fit's eval_every)
             ax.plot(epochs, [float("nan") if v is None else v for v in values], marker=".", label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss (mean per image)", title="Loss")
-    ax_acc.set(xlabel="epoch", ylabel=score_label, title=score_label.split(" (")[0].capitalize())
+    title = score_label.split(" (")[0]
+    ax_acc.set(xlabel="epoch", ylabel=score_label, title=title[:1].upper() + title[1:])  # "mean IoU" -> "Mean IoU"
     if target is not None:
         ax_acc.axhline(target, color="grey", linestyle=":", linewidth=1)
     for ax in (ax_loss, ax_acc):

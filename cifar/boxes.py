@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
+from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -101,11 +102,34 @@ def read_box_csv(
         raise ValueError(f"box_format must be one of {sorted(BOX_COLUMNS)}, not {box_format!r}")
     if multi_box not in MULTI_BOX_POLICIES:
         raise ValueError(f"multi_box must be one of {MULTI_BOX_POLICIES}, not {multi_box!r}")
+    frame = _read_box_table(csv_path, path_column, box_format)
+    image_dir = Path(image_dir) if image_dir is not None else csv_path.parent
+    check_size = box_format != "xyhw" and all(c in frame.columns for c in IMAGE_SIZE_COLUMNS)
+    sizes: dict[str, tuple[int, int]] = {}  # (width, height) of each image, decoded once
+    records = []
+    for i, row in enumerate(frame.to_dict("records")):
+        filename = str(row[path_column]).strip()
+        where = f"{csv_path.name} row {i + 1} (line {i + 2}), image {filename!r}"
+        box = _parse_box(row, box_format, where)
+        path = image_dir / filename
+        if filename not in sizes:
+            sizes[filename] = _image_size(path, filename, where)
+        width, height = sizes[filename]
+        if check_size:
+            _check_stated_size(row, width, height, path, where)
+        if box[2] > width or box[3] > height:
+            raise DataError(f"{where}: box (xmin, ymin, xmax, ymax) = {box} lies outside the {width}x{height} image.")
+        records.append({"filename": filename, "path": str(path), "width": width, "height": height,
+                        "xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3], "row": i + 1})  # fmt: skip
+    return _one_box_per_image(pd.DataFrame(records), multi_box, csv_path.name)
+
+
+def _read_box_table(csv_path: Path, path_column: str, box_format: str) -> pd.DataFrame:
+    """The CSV as text, checked to exist, to have the columns ``box_format`` needs, and to have rows."""
     if not csv_path.is_file():
         raise DataError(f"Box CSV {csv_path} does not exist.")
     frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    columns = BOX_COLUMNS[box_format]
-    required = [path_column, *columns]
+    required = [path_column, *BOX_COLUMNS[box_format]]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataError(
@@ -114,54 +138,54 @@ def read_box_csv(
         )
     if frame.empty:
         raise DataError(f"{csv_path} has a header but no rows.")
-    image_dir = Path(image_dir) if image_dir is not None else csv_path.parent
-    check_size = box_format != "xyhw" and all(c in frame.columns for c in IMAGE_SIZE_COLUMNS)
-    sizes: dict[str, tuple[int, int]] = {}
-    records = []
-    for i, row in enumerate(frame.to_dict("records")):
-        filename = str(row[path_column]).strip()
-        where = f"{csv_path.name} row {i + 1} (line {i + 2}), image {filename!r}"
-        values = []
-        for column in columns:
-            text = str(row[column]).strip()
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                raise DataError(f"{where}: column {column!r} is {text!r}, not a number.")
-            if value < 0:
-                raise DataError(f"{where}: column {column!r} is negative ({text}); coordinates are pixels >= 0.")
-            values.append(value)
-        box = xyhw_to_corners(*values) if box_format == "xyhw" else tuple(values)
-        if not (box[0] < box[2] and box[1] < box[3]):
-            raise DataError(f"{where}: empty box (xmin, ymin, xmax, ymax) = {box}; needs xmin < xmax and ymin < ymax.")
-        path = image_dir / filename
-        if not filename or not path.is_file():
-            raise DataError(f"{where}: image file {path} not found.")
-        if filename not in sizes:
-            try:
-                height, width = read_image(path).shape[:2]
-            except DataError as error:
-                raise DataError(f"{where}: {error}") from error
-            sizes[filename] = (width, height)
-        width, height = sizes[filename]
-        if check_size:
-            stated = tuple(str(row[c]).strip() for c in IMAGE_SIZE_COLUMNS)
-            if stated != (str(width), str(height)):
-                raise DataError(
-                    f"{where}: the CSV says the image is {stated[0]}x{stated[1]} but {path} is {width}x{height}."
-                )
-        if box[2] > width or box[3] > height:
-            raise DataError(f"{where}: box (xmin, ymin, xmax, ymax) = {box} lies outside the {width}x{height} image.")
-        records.append({"filename": filename, "path": str(path), "width": width, "height": height,
-                        "xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3], "row": i + 1})  # fmt: skip
-    boxes = pd.DataFrame(records)
+    return frame
+
+
+def _parse_box(row: dict, box_format: str, where: str) -> tuple[float, float, float, float]:
+    """A row's box in corner form (xmin, ymin, xmax, ymax), its coordinates checked to be numbers >= 0."""
+    values = []
+    for column in BOX_COLUMNS[box_format]:
+        text = str(row[column]).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise DataError(f"{where}: column {column!r} is {text!r}, not a number.")
+        if value < 0:
+            raise DataError(f"{where}: column {column!r} is negative ({text}); coordinates are pixels >= 0.")
+        values.append(value)
+    box = xyhw_to_corners(*values) if box_format == "xyhw" else tuple(values)
+    if not (box[0] < box[2] and box[1] < box[3]):
+        raise DataError(f"{where}: empty box (xmin, ymin, xmax, ymax) = {box}; needs xmin < xmax and ymin < ymax.")
+    return box
+
+
+def _image_size(path: Path, filename: str, where: str) -> tuple[int, int]:
+    """Width and height of the image at ``path``, decoded in full so that a damaged file is reported here."""
+    if not filename or not path.is_file():
+        raise DataError(f"{where}: image file {path} not found.")
+    try:
+        height, width = read_image(path).shape[:2]
+    except DataError as error:
+        raise DataError(f"{where}: {error}") from error
+    return width, height
+
+
+def _check_stated_size(row: dict, width: int, height: int, path: Path, where: str) -> None:
+    """The row's ``width`` and ``height`` columns must be the image's size."""
+    stated = tuple(str(row[c]).strip() for c in IMAGE_SIZE_COLUMNS)
+    if stated != (str(width), str(height)):
+        raise DataError(f"{where}: the CSV says the image is {stated[0]}x{stated[1]} but {path} is {width}x{height}.")
+
+
+def _one_box_per_image(boxes: pd.DataFrame, multi_box: str, csv_name: str) -> pd.DataFrame:
+    """One row per image, in order of first appearance, with ``boxes`` (how many it had); see :func:`read_box_csv`."""
     boxes["area"] = (boxes.xmax - boxes.xmin) * (boxes.ymax - boxes.ymin)
     boxes["boxes"] = boxes.groupby("filename", sort=False)["row"].transform("size")
     if multi_box == "error" and (boxes.boxes > 1).any():
         first = boxes[boxes.boxes > 1].iloc[0]
-        raise DataError(f"{csv_path.name} row {first.row}, image {first.filename!r}: {first.boxes} boxes on one "
+        raise DataError(f"{csv_name} row {first.row}, image {first.filename!r}: {first.boxes} boxes on one "
                         "image, and multi_box='error'.")  # fmt: skip
     if multi_box == "largest":  # stable sort: the first row wins a tie
         keep = boxes.sort_values("area", ascending=False, kind="stable").drop_duplicates("filename").index
@@ -372,11 +396,12 @@ def box_iou_per_sample(predicted: torch.Tensor, true: torch.Tensor) -> torch.Ten
 
 
 def iou_score(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample IoU in % (0..100): the ``score_fn`` given to :func:`cifar.train.fit` (``score_name="iou"``).
+    """Per-sample IoU as a fraction (0..1): the ``score_fn`` given to :func:`cifar.train.fit` (``score_name="iou"``).
 
-    In % so that the training log and history read like the course's accuracies (e.g. ``iou 63.20``).
+    A fraction, as in :func:`box_metrics` and the figures, so that the training log (``iou 0.63``), the
+    history and the tables state IoU on one scale.
     """
-    return box_iou_per_sample(outputs, targets) * 100
+    return box_iou_per_sample(outputs, targets)
 
 
 def original_accuracy(predicted: torch.Tensor, true: torch.Tensor) -> float:
@@ -444,6 +469,28 @@ def _draw(image: torch.Tensor, boxes: torch.Tensor, colors: list[str], width: in
     return drawn.permute(1, 2, 0).numpy()
 
 
+def _boxed(photo: np.ndarray, boxes: torch.Tensor, colors: list[str], thumbnail: int | None) -> np.ndarray:
+    """An RGB uint8 HWC photo with ``boxes`` (pixels, corner form) drawn; shrunk first to ``thumbnail`` pixels.
+
+    With ``thumbnail`` the photo is resized (Lanczos, aspect ratio kept) so that its longer side is at most
+    that many pixels, and the boxes are scaled with it: a grid of thumbnails says what the full-size photos
+    say at a fraction of the bytes in a notebook. None draws at the original size.
+    """
+    height, width = photo.shape[:2]
+    if thumbnail is not None and max(height, width) > thumbnail:
+        scale = thumbnail / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        photo = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS))
+        boxes = boxes * torch.tensor([size[0] / width, size[1] / height] * 2)
+    line = max(2, int(max(photo.shape[:2]) / 150))
+    return _draw(torch.from_numpy(np.ascontiguousarray(photo.transpose(2, 0, 1))), boxes, colors, line)
+
+
+def _panel_inches(thumbnail: int) -> float:
+    """A grid panel's side in inches that shows a ``thumbnail``-pixel image at about its own pixels (dpi 100)."""
+    return thumbnail / 80
+
+
 def plot_augmented_boxes(
     dataset: BoxDataset,
     indices: Sequence[int] = (0, 1, 2, 3),
@@ -451,11 +498,13 @@ def plot_augmented_boxes(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     seed: int | None = 0,
+    thumbnail: int | None = 96,
 ):
     """A grid: each row one image, each column an augmented version with its moved box drawn.
 
     The images are de-normalized with ``mean``/``std``; the box is the dataset's target scaled
-    back to the augmented image's pixels and drawn with ``torchvision.utils.draw_bounding_boxes``.
+    back to the augmented image's pixels and drawn with ``torchvision.utils.draw_bounding_boxes``
+    on a thumbnail whose longer side is ``thumbnail`` pixels (None: the augmented image's size).
     Returns the matplotlib Figure.
     """
 
@@ -471,9 +520,11 @@ def plot_augmented_boxes(
                 pixels = torch.from_numpy((denormalize(image, mean, std) * 255).round().astype(np.uint8))
                 pixels = pixels.permute(2, 0, 1)
             height, width = pixels.shape[-2:]
-            images.append(_draw(pixels, to_pixels(target[None], torch.tensor([[width, height]])), ["yellow"], 2))
+            box = to_pixels(target[None], torch.tensor([[width, height]]))
+            images.append(_boxed(pixels.permute(1, 2, 0).numpy(), box, ["yellow"], thumbnail))
             titles.append(f"{dataset.records.loc[index, 'filename']} #{version + 1}")
-    return show_images(images, titles, ncols=versions, size=2.6, title="Augmented images and their moved boxes")
+    size = 2.6 if thumbnail is None else _panel_inches(thumbnail)
+    return show_images(images, titles, ncols=versions, size=size, title="Augmented images and their moved boxes")
 
 
 def predict_boxes(
@@ -502,35 +553,48 @@ def prediction_gallery(
     device: torch.device | None = None,
     ncols: int = 4,
     amp_dtype: torch.dtype | None | str = "auto",
+    predicted: torch.Tensor | None = None,
+    thumbnail: int | None = 112,
 ):
-    """Test photos (original size) with the true box in green, the predicted box in red, IoU in the title.
+    """Photos of ``dataset`` with the true box in green, the predicted box in red, each photo's IoU in its title.
 
-    ``indices`` defaults to the first 8 images; ``amp_dtype`` as in :func:`predict_boxes`. Returns the
-    matplotlib Figure.
+    ``indices`` defaults to the first 8 images. ``predicted``: the normalized boxes already predicted for
+    every image of ``dataset``, in its order (e.g. :attr:`cifar.raccoon.RaccoonRun.predicted`, the
+    predictions its metrics come from); None predicts them here (``amp_dtype`` as in
+    :func:`predict_boxes`). The figure's title gives the mean IoU of the photos shown and, when they are
+    a subset, of the whole dataset, so that the two cannot be confused. Photos are drawn as thumbnails
+    whose longer side is ``thumbnail`` pixels (None: original size). Returns the matplotlib Figure.
     """
-    from torch.utils.data import Subset
-
     indices = list(range(min(8, len(dataset)))) if indices is None else list(indices)
-    device = device or next(model.parameters()).device
-    model.to(device)
-    loader = make_loader(Subset(dataset, indices), 16, train=False, num_workers=0, device=device)
-    predicted, true = predict(model, loader, device, resolve_amp_dtype(device, amp_dtype), False)
+    true = torch.stack([normalize_box(dataset.box(i), *dataset.sizes[i].tolist()) for i in range(len(dataset))])
+    if predicted is None:
+        predicted, _ = predict_boxes(model, dataset, device, amp_dtype=amp_dtype)
+    if len(predicted) != len(dataset):
+        raise ValueError(f"predicted has {len(predicted)} boxes for a dataset of {len(dataset)} images")
+    predicted = predicted.float().cpu()
     iou = box_iou_per_sample(predicted, true)
-    sizes = dataset.sizes[indices]
     images, titles = [], []
-    for k, index in enumerate(indices):
-        photo = torch.from_numpy(np.ascontiguousarray(dataset.load_image(index).transpose(2, 0, 1)))
-        boxes = to_pixels(torch.stack([true[k], predicted[k].clamp(0, 1)]), sizes[[k, k]])
-        images.append(_draw(photo, boxes, ["lime", "red"], max(2, int(max(photo.shape[-2:]) / 150))))
-        titles.append(f"{dataset.records.loc[index, 'filename']}\nIoU {iou[k]:.2f}")
-    title = f"True (green) and predicted (red) boxes; mean IoU {iou.mean():.2f}"
-    return show_images(images, titles, ncols=ncols, size=3.0, title=title)
+    for index in indices:
+        boxes = to_pixels(torch.stack([true[index], predicted[index].clamp(0, 1)]), dataset.sizes[[index, index]])
+        images.append(_boxed(dataset.load_image(index), boxes, ["lime", "red"], thumbnail))
+        titles.append(f"{dataset.records.loc[index, 'filename']}\nIoU {iou[index]:.2f}")
+    shown = iou[indices].mean()
+    if sorted(indices) == list(range(len(dataset))):
+        summary = f"mean IoU {shown:.3f} over all {len(dataset)} photos"
+    else:
+        summary = f"mean IoU {shown:.3f} over these {len(indices)} photos, {iou.mean():.3f} over all {len(dataset)}"
+    title = f"True (green) and predicted (red) boxes\n{summary}"
+    return show_images(images, titles, ncols=ncols, size=3.0 if thumbnail is None else _panel_inches(thumbnail),
+                       title=title)  # fmt: skip
 
 
-def plot_box_history(history: list[dict], target: float | None = 50):
-    """Loss and mean IoU (%) per epoch, train and test."""
+def plot_box_history(history: list[dict]):
+    """Loss and mean IoU per epoch, train and test; IoU as a fraction (0 to 1), as in the tables.
 
-    return plot_history(history, score_name="iou", score_label="mean IoU (%)", target=target)
+    IoU is taken as the history holds it (:func:`iou_score`: a fraction). No target line: a mean IoU
+    has no threshold of its own (the 0.5 of "a correct detection" applies to each photo's IoU).
+    """
+    return plot_history(history, score_name="iou", score_label="mean IoU (fraction)", target=None)
 
 
 # ----------------------------------------------------------------------------- latency, save / load

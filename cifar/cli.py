@@ -1,12 +1,14 @@
-"""One convention for the course's commands (``python -m cifar.train``, ``.boxes``, ``.transfer``).
+"""One convention for the course's commands (``python -m cifar.train``, ``.boxes``, ``.transfer``, ``.bench``, ``.rf``).
 
-Every command starts from :func:`base_parser`, which gives the same names to the same things:
-``--fast`` (the smoke run: the lesson's fast mode, small subsets and few steps, as
-``CIFAR_FAST=1`` gives the notebooks), ``--data-dir``, ``--out`` and ``--precision``. Fields of a
-lesson's config are set with ``--<field-name>`` flags and applied by :func:`apply_overrides`
-after the recipe, so an explicit flag always wins over ``--fast``. :func:`run` turns the errors a
-user can fix (missing data, missing files, a record that does not match) into one line on
-stderr and exit status 1.
+The commands that train into a run folder start from :func:`base_parser`, which gives the same
+names to the same things: ``--fast`` (the smoke run: the lesson's fast mode, small subsets and
+few steps, as ``CIFAR_FAST=1`` gives the notebooks), ``--data-dir``, ``--out`` and
+``--precision``. Fields of a lesson's config are set with ``--<field-name>`` flags and applied
+by :func:`apply_overrides` after the recipe, so an explicit flag always wins over ``--fast``.
+``python -m cifar.bench`` and ``python -m cifar.rf`` write no run folder and have only their own
+options (the benchmark's smoke run is ``--fast`` too). Every command ends through :func:`run`,
+which turns the errors a user can fix (missing data, missing files, a record that does not
+match) into one line on stderr and exit status 1.
 """
 
 from __future__ import annotations

@@ -251,14 +251,26 @@ def mean_std(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(pixels.mean(0).round(4).tolist()), tuple(pixels.std(0).round(4).tolist())
 
 
+def cutout_fill(mean: tuple[float, ...]) -> tuple[int, ...]:
+    """The cut-out hole's pixel value in :func:`train_transforms`: the dataset mean rounded to whole uint8 values."""
+    return tuple(round(255 * m) for m in mean)
+
+
+def normalized_cutout_fill(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[float, ...]:
+    """What the network sees in the cut-out hole: :func:`cutout_fill` after Normalize. Close to 0, not 0,
+    because the fill was rounded to whole pixel values before normalization."""
+    return tuple((value / 255 - m) / s for value, m, s in zip(cutout_fill(mean), mean, std))
+
+
 def train_transforms(mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
     """The S10 training augmentation (albumentations 2.x).
 
     Colour and geometry work on uint8 pixels and Normalize comes last, so ColorJitter and
-    ToGray see real colours, padding reflects real pixels, and the cut-out hole filled with
-    the dataset mean becomes exactly 0 after normalization.
+    ToGray see real colours and padding reflects real pixels. The cut-out hole is filled with
+    the dataset mean rounded to uint8 (:func:`cutout_fill`), which is close to 0 after
+    normalization but not exactly 0 (:func:`normalized_cutout_fill`).
     """
-    fill = tuple(round(255 * m) for m in mean)
+    fill = cutout_fill(mean)
     return A.Compose(
         [
             A.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.05, p=0.5),

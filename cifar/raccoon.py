@@ -48,6 +48,10 @@ HOW_TO_GET_RACCOON = (
 )
 
 
+#: Stored with every checkpoint: a checkpoint written when the history held IoU in % is refused, not resumed.
+IOU_UNIT = "fraction"
+
+
 @dataclass
 class RaccoonConfig:
     """Everything that defines a raccoon run; saved with its checkpoints (a resume must match)."""
@@ -124,8 +128,8 @@ def train_raccoon(
 
     Seeded; data from ``$CIFAR_DATA_DIR/raccoon`` (or ``root``); trains with
     :func:`cifar.train.fit` (``score_fn=iou_score``, ``score_name="iou"``: the history has
-    ``train_iou``/``test_iou`` in %). With ``checkpoint_dir`` every epoch is checkpointed and a
-    second call with the same config resumes. ``amp_dtype`` is the autocast precision when
+    ``train_iou``/``test_iou``, mean IoU as a fraction). With ``checkpoint_dir`` every epoch is
+    checkpointed and a second call with the same config resumes. ``amp_dtype`` is the autocast precision when
     ``config.amp`` ("auto": :func:`cifar.utils.autocast_dtype`); without it the run is fp32.
     ``train_raccoon(raccoon_config(fast=True))`` runs in seconds on a CPU.
     """
@@ -141,7 +145,7 @@ def train_raccoon(
     amp_dtype = resolve_amp_dtype(device, amp_dtype if config.amp else None)
     result = fit(
         model, train_loader, test_loader, optimizer, None, config.epochs, device, loss_fn=box_loss(config.loss),
-        seed=config.seed, checkpoint_dir=checkpoint_dir, config=asdict(config),
+        seed=config.seed, checkpoint_dir=checkpoint_dir, config={**asdict(config), "iou": IOU_UNIT},
         amp_dtype=amp_dtype, progress=progress, score_fn=iou_score, score_name="iou", log=log,
     )  # fmt: skip
     predicted, true = predict(model, test_loader, device, amp_dtype, False)  # in the precision fit tested in
@@ -198,7 +202,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     save_box_model(run.model, out / "raccoon_resnet50.pt", config=asdict(config), metrics=run.metrics,
                    mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))  # fmt: skip
     plot_box_history(run.history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
-    gallery = prediction_gallery(run.model, run.test_set, device=device, amp_dtype=amp_dtype)
+    gallery = prediction_gallery(run.model, run.test_set, predicted=run.predicted, thumbnail=None)
     gallery.savefig(out / "gallery.png", dpi=100, bbox_inches="tight")
     summary = {
         "command": cli.command_line("cifar.boxes", argv), "config": asdict(config),

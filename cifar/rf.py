@@ -31,6 +31,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from . import cli
 from .model import CustomResNet
 
 if TYPE_CHECKING:
@@ -319,6 +320,7 @@ def write_rf_workbook(path: str | Path, tables: dict[str, pd.DataFrame] | None =
     import xlsxwriter
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     workbook = xlsxwriter.Workbook(str(path))
     workbook.set_properties({"title": "Receptive field calculation", "created": CREATED})
     for sheet_name, table in (tables or course_tables()).items():
@@ -354,6 +356,7 @@ def plot_rf_table(table: pd.DataFrame, title: str) -> plt.Figure:
 def save_s10_png(path: str | Path) -> Path:
     """Render the S10 CustomResNet table (input 32x32) to ``path``."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     table = receptive_field_table(CustomResNet(), S10_INPUT_SIZE)
     title = f"S10 CustomResNet, input {S10_INPUT_SIZE}x{S10_INPUT_SIZE}: receptive field {table['rf_out'].iloc[-1]}"
     figure = plot_rf_table(table, title)
@@ -362,18 +365,36 @@ def save_s10_png(path: str | Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Receptive-field tables of the course's networks.")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cifar.rf", description="Receptive-field tables of the course's "
+                                     "networks (S10 CustomResNet, ResNet-50); prints where each ends.")  # fmt: skip
     parser.add_argument("--xlsx", type=Path, help="write the S10 and ResNet-50 tables to this .xlsx file")
     parser.add_argument("--png", type=Path, help="render the S10 table to this .png file")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command line: print each course network's receptive field, write the workbook and figure asked for.
+
+    Returns the last layer and receptive field of each table and the files written.
+    """
+    return cli.run(lambda: _main(parse_args(argv)))
+
+
+def _main(args: argparse.Namespace) -> dict:
     tables = course_tables()
+    results: dict = {"receptive_fields": {}, "wrote": []}
     for sheet_name, table in tables.items():
-        print(f"{sheet_name}: receptive field {table['rf_out'].iloc[-1]} at {table['name'].iloc[-1]}")
+        layer, rf = table["name"].iloc[-1], int(table["rf_out"].iloc[-1])
+        results["receptive_fields"][sheet_name] = {"layer": layer, "rf": rf}
+        print(f"{sheet_name}: receptive field {rf} at {layer}")
     if args.xlsx:
-        print("wrote", write_rf_workbook(args.xlsx, tables))
+        results["wrote"].append(write_rf_workbook(args.xlsx, tables))
+        print("wrote", results["wrote"][-1])
     if args.png:
-        print("wrote", save_s10_png(args.png))
+        results["wrote"].append(save_s10_png(args.png))
+        print("wrote", results["wrote"][-1])
+    return results
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ from .model import (
     set_batch_norm_momentum,
     use_ghost_batch_norm,
 )
-from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle, weight_and_bias_groups
-from .train import CHECKPOINT_NAME, FitResult, WeightAverage, evaluate, first_epoch_reaching, fit
+from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle, range_test_figure, weight_and_bias_groups
+from .train import CHECKPOINT_NAME, FitResult, WeightAverage, evaluate, first_epoch_reaching, fit, run_seconds
 from .utils import (
     PRECISIONS,
     data_dir,
@@ -412,7 +412,9 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
         raise ValueError(f"{folder} holds a run's own checkpoint; restore into another run folder")
     if summary and summary.get("config") != asdict(config):
         raise ValueError(f"{folder} holds a run of another configuration; use another run folder")
-    rerun = {"rerun_max_lr": summary["max_lr"]} if summary.get("max_lr", max_lr) != max_lr else {}
+    # a range test run in this folder before (on this machine, say) is kept for its plot: its suggestion as
+    # rerun_max_lr, even where it equals the recorded one (restoring a restored folder again keeps the first)
+    rerun = {"rerun_max_lr": summary["max_lr"]} if "max_lr" in summary and "restored_from" not in summary else {}
     history = record["history"]
     steps_per_epoch = -(-record["train_images"] // config.batch_size)
     lrs = lr_trace(max_lr, config.epochs, steps_per_epoch, pct_start=config.pct_start,
@@ -432,6 +434,58 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
                    epoch_seconds=record["wall_seconds"], history=history, first_epoch_90=record["first_epoch_90"],
                    restored_from=Path(weights).name, **rerun)  # fmt: skip
     return folder
+
+
+def run_results(history: list[dict], target: float = 90.0) -> dict:
+    """A finished run's results, read from its history: the one source of the notebook's, the command
+    line's and the weights' record's numbers.
+
+    ``final_acc``, ``best_acc`` (``best_epoch``): the run's own tests, each of the weights at the end of
+    that epoch, in the run's arithmetic and with its recipe's test-time augmentation; ``first_epoch``:
+    the first tested epoch at or above ``target`` %; ``training_min``, ``testing_min``, ``total_min``:
+    :func:`cifar.train.run_seconds` in minutes.
+    """
+    tested = [row for row in history if row["test_acc"] is not None]
+    best = max(tested, key=lambda row: row["test_acc"])
+    minutes = {f"{part}_min": seconds / 60 for part, seconds in run_seconds(history).items()}
+    return {
+        "epochs": len(history), "final_acc": history[-1]["test_acc"], "final_train_acc": history[-1]["train_acc"],
+        "best_acc": best["test_acc"], "best_epoch": best["epoch"], "target": target,
+        "first_epoch": first_epoch_reaching(history, target), **minutes,
+    }  # fmt: skip
+
+
+def run_report(history: list[dict], device: str | None = None, target: float = 90.0) -> str:
+    """:func:`run_results` as the lines the notebook and ``python -m cifar.train`` print."""
+    r = run_results(history, target)
+    return "\n".join([
+        f"epochs: {r['epochs']}  |  final test accuracy: {r['final_acc']:.2f}%  |  best: {r['best_acc']:.2f}% "
+        f"(epoch {r['best_epoch']})  |  final train accuracy (augmented images): {r['final_train_acc']:.2f}%",
+        f"first epoch at or above {target:g}%: {r['first_epoch']}",
+        f"time: {r['total_min']:.1f} min = {r['training_min']:.1f} min training + {r['testing_min']:.1f} min testing "
+        "(the epochs' own time; the range test and any pause not counted)"
+        + (f", on {device}" if device else ""),
+    ])  # fmt: skip
+
+
+def recipe_table(*weights: str | Path):
+    """The recipes and final accuracies of saved S10 runs side by side, from their records (a DataFrame, one
+    column per run): what differs between two recipes, and what each run reached."""
+    import pandas as pd
+
+    columns = {}
+    for path in weights:
+        record = json.loads(record_path(path).read_text())
+        recipe, last = record["recipe"], record["history"][-1]
+        columns[Path(path).name] = {
+            "optimizer": recipe["optimizer"], "weight decay": recipe["weight_decay"],
+            "label smoothing": recipe["label_smoothing"], "logit scale": recorded_option(record, "logit_scale"),
+            "peak LR": f"{recipe['max_lr']:.3g}", "peak LR from": recipe["max_lr_from"],
+            "epochs": record["epochs"], "seed": record["seed"],
+            "final train accuracy % (augmented)": round(last["train_acc"], 2),
+            "final test accuracy %": round(last["test_acc"], 2),
+        }  # fmt: skip
+    return pd.DataFrame(columns)
 
 
 TRICK_NAMES = tuple(Tricks.__dataclass_fields__)
@@ -463,9 +517,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision if no local copy")
     parser.add_argument("--weights", default="weights/s10_custom_resnet.pt", help="where to write the final weights")
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="lesson",
+    parser.add_argument("--recipe", type=_recipe_key, choices=sorted(RECIPES), default="lesson",
                         help="lesson: the lesson's recipe (Nesterov SGD, LR from the range test, 24 epochs); "
-                        "original: the original course's Adam recipe; fast: s10_fast_recipe() (11 epochs); "
+                        "original: the original course's Adam recipe; short: s10_short_recipe() (11 epochs); "
                         "tricks: s10_tricks_recipe() (6 epochs, the fast-training tricks). "
                         "The options below override single fields of it")  # fmt: skip
     parser.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
@@ -508,7 +562,8 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
     per run folder: its suggestion and plot are saved there and reused when the run resumes,
     so a resumed run keeps exactly the schedule it started with. A folder rebuilt by
     :func:`restore_run` gives the peak LR recorded with the weights, and says where its plot
-    (if any) comes from.
+    (if any) comes from. The figure's title states the peak LR the run used; a range test
+    re-run in a restored folder is drawn with the run's peak LR marked beside its own suggestion.
     """
     if config.max_lr is not None:
         return config.max_lr, None
@@ -517,8 +572,15 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
     if "max_lr" in summary and (plot_path.is_file() or "restored_from" in summary):
         if summary.get("config") != asdict(config):
             raise ValueError(f"{run_dir} holds a run of another configuration; use another run folder.")
+        max_lr, rerun = summary["max_lr"], summary.get("rerun_max_lr")
         figure = None
-        if plot_path.is_file():
+        if "finder" in summary:  # the test's own numbers: drawn again, titled with the run's peak LR
+            finder = summary["finder"]
+            title = f"LR range test, {len(finder['lrs'])} steps: peak LR {max_lr:.2e}"
+            if rerun is not None:
+                title = f"LR range test re-run here (suggests {rerun:.2e}); the run's peak LR {max_lr:.2e}"
+            figure = range_test_figure(finder["lrs"], finder["losses"], config.finder_iters, max_lr, title)
+        elif plot_path.is_file():
             figure, ax = plt.subplots(figsize=(6, 4))
             ax.imshow(plt.imread(plot_path))
             ax.axis("off")
@@ -526,13 +588,13 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
         if "restored_from" in summary:
             if figure is None:
                 plot = "no range-test plot was kept"
-            elif "rerun_max_lr" in summary:
-                plot = f"the plot is a range test re-run in this folder, which suggests {summary['rerun_max_lr']:.3e}"
+            elif rerun is not None:
+                plot = f"the plot is a range test re-run in this folder, which suggests {rerun:.3e}"
             else:
                 plot = "the plot is that run's range test"
-            print(f"peak LR {summary['max_lr']:.3e} from the range test of the run that wrote "
+            print(f"peak LR {max_lr:.3e} from the range test of the run that wrote "
                   f"{summary['restored_from']} ({summary.get('device')}); {plot}")  # fmt: skip
-        return summary["max_lr"], figure
+        return max_lr, figure
     result = s10_find_lr(model, data, config, device)
     if plot_path is not None:
         plot_path.parent.mkdir(parents=True, exist_ok=True)
@@ -541,6 +603,36 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
                        finder={"lrs": result.lrs, "losses": result.losses, "steepest_lr": result.steepest_lr,
                                "min_loss_lr": result.min_loss_lr, "rule": result.rule})  # fmt: skip
     return result.suggested_lr, result.figure
+
+
+def describe_range_test(run_dir: str | Path, reference_lr: float | None = None) -> str:
+    """What the range test kept in ``run_dir`` says, and how the peak LR of the run compares with it.
+
+    The steepest-descent point and the lowest loss, what the min/10 rule would take, and how many
+    times ``reference_lr`` (default: the short recipe's peak, David Page's 0.4 for this network) is
+    that; where the test was re-run in a restored folder, how many of the test's exponential steps
+    its suggestion lies from the peak LR the run used.
+    """
+    summary = read_summary(run_dir)
+    finder = summary.get("finder")
+    if finder is None:
+        return f"no range test kept in {Path(run_dir).name} (peak LR {summary.get('max_lr')})"
+    reference_lr = s10_short_recipe().max_lr if reference_lr is None else reference_lr
+    lrs, steepest, lowest = finder["lrs"], finder["steepest_lr"], finder["min_loss_lr"]
+    lines = [
+        f"range test: {len(lrs)} steps from {lrs[0]:.2e} to {lrs[-1]:.2e}; steepest descent at {steepest:.3e}, "
+        f"lowest loss at {lowest:.3e}",
+        f"min/10 rule: {lowest / 10:.3e}; {reference_lr:g} (Page's peak for this network) is "
+        f"{reference_lr / (lowest / 10):.1f} times that",
+    ]
+    max_lr = summary.get("max_lr")
+    if "rerun_max_lr" in summary and max_lr is not None:
+        steps = np.log(max_lr / steepest) / np.log(lrs[1] / lrs[0])
+        lines.append(f"the run trained with the peak LR of its own range test, {max_lr:.3e}: {abs(steps):.1f} of "
+                     f"this test's steps {'above' if steps > 0 else 'below'} this test's steepest point")  # fmt: skip
+    elif max_lr is not None:
+        lines.append(f"the run's peak LR: {max_lr:.3e} (rule {finder['rule']})")
+    return "\n".join(lines)
 
 
 RUN_CHOICES = ("auto", "train", "restore")
@@ -560,7 +652,7 @@ def choose_run(run: str, device: torch.device) -> str:
 
 def s10_config(fast: bool = False, recipe: str = "lesson") -> S10Config:
     """A named recipe (see :data:`RECIPES`); ``fast`` shrinks it to a smoke test (small subsets, 2 short epochs)."""
-    config = RECIPES[recipe]()
+    config = RECIPES[_recipe_key(recipe)]()
     if fast:
         config = replace(config, epochs=2, batch_size=64, finder_iters=20, train_subset=640, test_subset=500)
     return config
@@ -574,7 +666,7 @@ def s10_original_recipe() -> S10Config:
     )  # fmt: skip
 
 
-def s10_fast_recipe() -> S10Config:
+def s10_short_recipe() -> S10Config:
     """Fewer epochs to 90%+: David Page's ResNet-9 recipe on the same network.
 
     Nesterov SGD peaking at 0.4 after a quarter of 11 epochs, weight decay 5e-4, label
@@ -589,7 +681,7 @@ def s10_fast_recipe() -> S10Config:
 
 
 def s10_tricks_recipe() -> S10Config:
-    """The fast recipe in 6 epochs plus the published fast-training tricks (:class:`Tricks`).
+    """The short recipe in 6 epochs plus the published fast-training tricks (:class:`Tricks`).
 
     Whitening and dirac initialisation, batch-norm scales frozen at 1 with biases at 64x the LR
     (and 1/64 the weight decay), a weight average every 5 steps, alternating flips, and multi-crop
@@ -600,15 +692,24 @@ def s10_tricks_recipe() -> S10Config:
         whiten_init=True, dirac_init=True, freeze_bn_weight=True, bias_lr_factor=64.0, average_every=5,
         average_decay=0.99, alternating_flip=True, shift_tta=True,
     )  # fmt: skip
-    return replace(s10_fast_recipe(), epochs=6, eval_every=5, tricks=tricks)
+    return replace(s10_short_recipe(), epochs=6, eval_every=5, tricks=tricks)
 
 
 RECIPES: dict[str, Callable[[], S10Config]] = {
     "lesson": S10Config,
     "original": s10_original_recipe,
-    "fast": s10_fast_recipe,
+    "short": s10_short_recipe,
     "tricks": s10_tricks_recipe,
 }
+
+# earlier names still accepted, though not listed: the record weights/s10_fast_recipe.json quotes `--recipe fast`
+_RECIPE_ALIASES = {"fast": "short"}
+
+
+def _recipe_key(name: str) -> str:
+    """The key of :data:`RECIPES` for ``name``, which may be an earlier name (:data:`_RECIPE_ALIASES`)."""
+    return _RECIPE_ALIASES.get(name, name)
+
 
 # command-line options that override a field of the chosen recipe when given
 _OVERRIDES = (
@@ -667,16 +768,14 @@ def _run_s10(config: S10Config, args: argparse.Namespace, argv: list[str] | None
     write_summary(out, config=asdict(config), max_lr=max_lr, device=device_name, command=command.strip())
     result = s10_fit(model, data, config, max_lr, device, out, max_steps_per_epoch=args.max_steps, amp_dtype=amp_dtype)
     history = result.history
-    # time of the epochs themselves (training + test evaluation), summed from the history, so that
-    # interruptions and resumes do not count; the LR range test is not included
-    epoch_seconds = sum(row["seconds"] + row.get("eval_seconds", 0.0) for row in history)
-    summary = write_summary(out, epoch_seconds=epoch_seconds, history=history,
+    # the epochs' own time (training + tests, cifar.train.run_seconds): interruptions and the range test do not count
+    summary = write_summary(out, epoch_seconds=run_seconds(history)["total"], history=history,
                              first_epoch_90=first_epoch_reaching(history, 90.0))  # fmt: skip
     plot_history(history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
     plot_lrs(result.lrs, len(result.lrs) // config.epochs).savefig(out / "lr_trace.png", dpi=120, bbox_inches="tight")
     if args.weights:
         save_s10_weights(model, args.weights, config, max_lr, history, summary, data, args.data_dir)
-    print(f"final test accuracy {history[-1]['test_acc']:.2f}%; first epoch >= 90%: {summary['first_epoch_90']}")
+    print(run_report(history))
     return summary
 
 

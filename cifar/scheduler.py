@@ -102,6 +102,53 @@ class LRFinderResult:
 SUGGESTION_RULES = ("min/10", "steepest")
 
 
+def range_test_window(num_iter: int, steps: int) -> slice:
+    """The points of a range test that are read and plotted: of the ``steps`` it took (fewer than the
+    ``num_iter`` asked for when the loss blew up), torch-lr-finder's defaults leave out the first 10 and
+    the last 5, shrunk here for the short tests of fast mode."""
+    return slice(min(10, num_iter // 5), steps - min(5, num_iter // 10))
+
+
+def range_test_points(lrs: list[float], losses: list[float], num_iter: int) -> tuple[float, float]:
+    """(steepest_lr, min_loss_lr) of a range test: torch-lr-finder's steepest-descent point (the smallest
+    ``np.gradient`` of the smoothed loss) and the LR of the lowest loss, both within :func:`range_test_window`."""
+    window = range_test_window(num_iter, len(lrs))
+    lrs_in, losses_in = np.asarray(lrs[window]), np.asarray(losses[window])
+    return float(lrs_in[np.gradient(losses_in).argmin()]), float(lrs_in[losses_in.argmin()])
+
+
+def suggest_lr(steepest_lr: float, min_loss_lr: float, rule: str) -> float:
+    """The peak LR a rule takes from a range test: ``"steepest"`` or ``"min/10"`` (a tenth of the lowest-loss LR)."""
+    if rule not in SUGGESTION_RULES:
+        raise ValueError(f"rule must be one of {SUGGESTION_RULES}, not {rule!r}")
+    return min_loss_lr / 10 if rule == "min/10" else steepest_lr
+
+
+def range_test_figure(
+    lrs: list[float], losses: list[float], num_iter: int, used_lr: float, title: str | None = None
+) -> plt.Figure:
+    """The smoothed loss against the LR (log axis), with the steepest-descent point, the lowest loss, a tenth of
+    it (the min/10 rule) and ``used_lr``, the peak LR of the run the plot belongs to, which the title states."""
+    lrs, losses = list(lrs), list(losses)
+    steepest, min_loss = range_test_points(lrs, losses, num_iter)
+    window = range_test_window(num_iter, len(lrs))
+    figure, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(lrs[window], losses[window])
+    ax.scatter(
+        steepest, losses[lrs.index(steepest)], s=75, color="red", zorder=3, label=f"steepest descent {steepest:.2e}"
+    )
+    ax.axvline(min_loss, color="grey", linestyle=":", label=f"lowest loss {min_loss:.2e}")
+    ax.axvline(min_loss / 10, color="orange", linestyle="-.", label=f"min/10 rule {min_loss / 10:.2e}")
+    ax.axvline(used_lr, color="green", linestyle="--", label=f"peak LR used {used_lr:.2e}")
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel="loss (smoothed)")
+    ax.set_title(title or f"LR range test, {len(lrs)} steps: peak LR used {used_lr:.2e}", fontsize=10)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
 def find_lr(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -118,8 +165,9 @@ def find_lr(
     ``rule="min/10"`` suggests a tenth of the LR at the lowest smoothed loss (fastai's rule:
     the highest LR that still descends well, clear of the blow-up); ``rule="steepest"`` takes
     torch-lr-finder's steepest-descent point, which on a long straight descent can land
-    anywhere along it. Both are marked on the figure. The model and optimizer are restored
-    to their initial state afterwards, so training starts from the weights the test started from.
+    anywhere along it. Both are marked on the figure (:func:`range_test_figure`), whose title
+    gives the suggestion. The model and optimizer are restored to their initial state afterwards,
+    so training starts from the weights the test started from.
     """
     with warnings.catch_warnings():  # it imports tqdm.autonotebook, which warns when ipywidgets is absent
         warnings.simplefilter("ignore")
@@ -137,18 +185,10 @@ def find_lr(
         }
     finder = LRFinder(model, optimizer, criterion, device=device, **kwargs)
     finder.range_test(train_loader, end_lr=end_lr, num_iter=num_iter, step_mode="exp")
-    figure, ax = plt.subplots(figsize=(6, 4))
-    # torch-lr-finder's defaults (skip 10 first, 5 last points), shrunk for short fast-mode tests
-    skip_start, skip_end = min(10, num_iter // 5), min(5, num_iter // 10)
-    _, steepest = finder.plot(skip_start=skip_start, skip_end=skip_end, log_lr=True, suggest_lr=True, ax=ax)
     lrs, losses = list(finder.history["lr"]), list(finder.history["loss"])
-    window = slice(skip_start, len(lrs) - skip_end)
-    min_loss_lr = float(np.asarray(lrs[window])[np.argmin(losses[window])])
-    suggested = min_loss_lr / 10 if rule == "min/10" else float(steepest)
-    ax.axvline(min_loss_lr, color="grey", linestyle=":", label=f"lowest loss {min_loss_lr:.2e}")
-    ax.axvline(suggested, color="green", linestyle="--", label=f"suggested ({rule}) {suggested:.2e}")
-    ax.legend(fontsize=8)
-    ax.set_title(f"LR range test, {num_iter} iterations: max LR {suggested:.2e}")
+    steepest, min_loss_lr = range_test_points(lrs, losses, num_iter)
+    suggested = suggest_lr(steepest, min_loss_lr, rule)
+    title = f"LR range test, {len(lrs)} steps: peak LR {suggested:.2e} ({rule})"
+    figure = range_test_figure(lrs, losses, num_iter, suggested, title)
     finder.reset()
-    plt.close(figure)
-    return LRFinderResult(lrs, losses, float(steepest), min_loss_lr, suggested, rule, figure)
+    return LRFinderResult(lrs, losses, steepest, min_loss_lr, suggested, rule, figure)

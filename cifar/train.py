@@ -8,6 +8,8 @@ lesson's command line (:func:`cifar.s10.main`).
 from __future__ import annotations
 
 import copy
+import functools
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -87,14 +89,11 @@ def train_one_epoch(
     """
     model.train()
     scaler = scaler if scaler is not None else grad_scaler(device, amp_dtype)
-    totals = {"steps": 0, "loss_sum": 0.0, "score_sum": 0.0, "seen": 0, "lrs": [], "losses": [], "seconds": 0.0}
-    if partial is not None:
-        totals.update({key: partial[key] for key in totals})
-        totals["lrs"], totals["losses"] = list(totals["lrs"]), list(totals["losses"])
+    totals = _epoch_totals(partial)
     last = time.perf_counter()
     bar = tqdm(loader, desc=desc, disable=not progress, mininterval=2, leave=False, file=sys.stdout)
     for step, (inputs, targets) in enumerate(bar):
-        if step < totals["steps"]:  # trained before the interruption
+        if step < totals["steps"]:  # trained before the interruption: drawn again, not trained
             if step + 1 == totals["steps"]:
                 set_rng_states(partial, device)
             last = time.perf_counter()
@@ -102,31 +101,75 @@ def train_one_epoch(
         if max_steps is not None and step >= max_steps:
             break
         inputs, targets = _to_device(inputs, targets, device, channels_last)
-        with autocast(device, amp_dtype):
-            outputs = model(inputs)
-            loss = loss_fn(outputs, targets)
-        lr = optimizer.param_groups[0]["lr"]  # the LR this batch is trained with
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip is not None:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            nn.utils.clip_grad_value_(model.parameters(), grad_clip)
-        if _scaled_step(scaler, optimizer) and scheduler is not None:
-            scheduler.step()
-        totals["losses"].append(loss.item())
-        totals["loss_sum"] += totals["losses"][-1] * len(targets)
-        totals["score_sum"] += score_fn(outputs.detach().float(), targets).sum().item()
-        totals["seen"] += len(targets)
-        totals["lrs"].append(lr)
-        totals["steps"] = step + 1
+        outputs, loss, lr = _train_step(model, inputs, targets, optimizer, loss_fn, scaler, scheduler, grad_clip,
+                                        device, amp_dtype)  # fmt: skip
+        _add_batch(totals, step, loss, outputs, targets, lr, score_fn)
         now = time.perf_counter()
         totals["seconds"] += now - last  # the wait for this batch and its step; not the re-drawn batches
         last = now
-        seen = totals["seen"]
-        bar.set_postfix(loss=f"{totals['loss_sum'] / seen:.4f}", score=f"{totals['score_sum'] / seen:.2f}",
-                        lr=f"{lr:.2e}")  # fmt: skip
+        bar.set_postfix(loss=f"{totals['loss_sum'] / totals['seen']:.4f}",
+                        score=f"{totals['score_sum'] / totals['seen']:.2f}", lr=f"{lr:.2e}")  # fmt: skip
         if on_step is not None:
             on_step(totals)
+    return _epoch_result(totals, optimizer)
+
+
+def _epoch_totals(partial: dict | None) -> dict:
+    """An epoch's running totals: zero, or copied from the ``partial`` totals of an interrupted epoch."""
+    totals = {"steps": 0, "loss_sum": 0.0, "score_sum": 0.0, "seen": 0, "lrs": [], "losses": [], "seconds": 0.0}
+    if partial is not None:
+        totals.update({key: partial[key] for key in totals})
+        totals["lrs"], totals["losses"] = list(totals["lrs"]), list(totals["losses"])
+    return totals
+
+
+def _train_step(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    scaler: torch.amp.GradScaler,
+    scheduler,
+    grad_clip: float | None,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Forward, backward and one optimizer (and scheduler) step on a batch; returns outputs, loss and the LR used."""
+    with autocast(device, amp_dtype):
+        outputs = model(inputs)
+        loss = loss_fn(outputs, targets)
+    lr = optimizer.param_groups[0]["lr"]  # the LR this batch is trained with
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_value_(model.parameters(), grad_clip)
+    if _scaled_step(scaler, optimizer) and scheduler is not None:
+        scheduler.step()
+    return outputs, loss, lr
+
+
+def _add_batch(
+    totals: dict,
+    step: int,
+    loss: torch.Tensor,
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    lr: float,
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> None:
+    """Count the trained batch ``step`` (0-based) into the epoch's running totals."""
+    totals["losses"].append(loss.item())
+    totals["loss_sum"] += totals["losses"][-1] * len(targets)
+    totals["score_sum"] += score_fn(outputs.detach().float(), targets).sum().item()
+    totals["seen"] += len(targets)
+    totals["lrs"].append(lr)
+    totals["steps"] = step + 1
+
+
+def _epoch_result(totals: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """What :func:`train_one_epoch` returns, from the epoch's running totals."""
     seen, seconds, lrs = totals["seen"], totals["seconds"], totals["lrs"]
     return {
         "loss": totals["loss_sum"] / max(seen, 1),
@@ -329,107 +372,123 @@ def _on_device(model: nn.Module, device: torch.device, channels_last: bool) -> N
 
 
 def fit(
-    model: nn.Module,
-    train_loader,
-    test_loader,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    epochs: int,
-    device: torch.device,
-    loss_fn: nn.Module | None = None,
-    seed: int = 0,
-    checkpoint_dir: str | Path | None = None,
-    config: dict | None = None,
-    amp_dtype: torch.dtype | None | str = "auto",
-    channels_last: bool = True,
-    progress: bool = True,
-    max_steps_per_epoch: int | None = None,
-    grad_clip: float | None = None,
-    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
-    score_name: str = "acc",
-    flip_tta: bool = False,
-    eval_every: int = 1,
-    checkpoint_minutes: float | None = None,
-    log=print,
-    average: WeightAverage | None = None,
-    shift_tta: bool = False,
-) -> FitResult:
-    """Train for ``epochs`` epochs, evaluating after each; returns the history and per-batch LRs.
+    model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, scheduler, epochs: int,
+    device: torch.device, loss_fn: nn.Module | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
+    config: dict | None = None, amp_dtype: torch.dtype | None | str = "auto", channels_last: bool = True,
+    progress: bool = True, max_steps_per_epoch: int | None = None, grad_clip: float | None = None,
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score, score_name: str = "acc",
+    flip_tta: bool = False, eval_every: int = 1, checkpoint_minutes: float | None = None, log=print,
+    average: WeightAverage | None = None, shift_tta: bool = False,
+) -> FitResult:  # fmt: skip
+    """Train for ``epochs`` epochs, testing after each; returns the history and per-batch LRs.
 
-    The history has ``train_loss``, ``test_loss`` and ``train_<score_name>``,
-    ``test_<score_name>`` (accuracy in % by default; e.g. mean IoU for box regression).
-    ``eval_every=n`` evaluates only after every n-th epoch and after the last one (to save time
-    in a short recipe); the test columns of the other epochs are None.
+    History columns: ``train_loss``, ``test_loss``, ``train_<score_name>``, ``test_<score_name>``
+    (accuracy in % by default; mean IoU for boxes). ``eval_every=n`` tests only after every n-th
+    epoch and the last (the other epochs' test columns are None). ``amp_dtype``: autocast's dtype,
+    None for fp32, "auto" for :func:`cifar.utils.autocast_dtype`'s choice (fp16 adds gradient scaling).
+    Each epoch's shuffling, augmentation and random draws come from ``derive_seed(seed, "epoch", epoch)``.
 
-    ``amp_dtype``: autocast's dtype for training and testing, None for fp32, or "auto" for
-    :func:`cifar.utils.autocast_dtype`'s choice for ``device``; fp16 trains with gradient scaling.
-
-    Each epoch's shuffling, augmentation and global random draws (dropout) come from
-    ``derive_seed(seed, "epoch", epoch)`` (:func:`cifar.utils.seed_loader`), not from what ran before.
-
-    With ``checkpoint_dir`` the run is saved (:class:`Checkpoint`) after every epoch, and a later
-    call with the same directory and ``config`` resumes after the last finished epoch. With
-    ``checkpoint_minutes=m`` it also saves after the first batch that ends m minutes or more
-    after the last save, and a resumed run finishes the interrupted epoch from there, exactly as
-    it would have gone on (it loses about m minutes at most: a CPU epoch can take 20).
-
-    With ``average`` (a :class:`WeightAverage` of ``model``) the average is updated after every
-    step, checkpointed with the run, tested in place of the model, and copied into the model
-    after the last epoch's training: the returned model is the averaged one.
+    With ``checkpoint_dir`` the run is saved (:class:`Checkpoint`) after every epoch (and, with
+    ``checkpoint_minutes=m``, after the first batch m minutes past the last save); a later call with
+    the same directory and ``config`` resumes exactly where it stopped. With ``average`` (a
+    :class:`WeightAverage` of ``model``) the average is updated every step, checkpointed, tested in
+    place of the model, and copied into the model after the last epoch: the returned model is the average.
     """
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
     if eval_every < 1:
         raise ValueError(f"eval_every must be at least 1, got {eval_every}")
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
     amp_dtype = resolve_amp_dtype(device, amp_dtype)
     scaler = grad_scaler(device, amp_dtype)
-    for part in (model, average.model if average is not None else None):
-        if part is not None:
-            _on_device(part, device, channels_last)
+    _on_device(model, device, channels_last)
+    if average is not None:
+        _on_device(average.model, device, channels_last)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "average": average, "scaler": scaler}
     checkpoint = Checkpoint(checkpoint_dir, parts, config, log) if checkpoint_dir is not None else None
-    saved = checkpoint.load(epochs, device) if checkpoint is not None else None
-    start_epoch, history, lr_record, partial = 0, [], [], None
-    if saved is not None:
-        start_epoch, history, lr_record, partial = saved["epoch"], saved["history"], saved["lrs"], saved["partial"]
-
+    start_epoch, history, lrs, interrupted = _resume(checkpoint, epochs, device)
     for epoch in range(start_epoch, epochs):
-        seed_loader(train_loader, derive_seed(seed, "epoch", epoch))
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        steps_before = len(lr_record)
-
-        def after_step(totals: dict, epoch: int = epoch, steps_before: int = steps_before) -> None:
-            if average is not None:
-                average.update(model, steps_before + totals["steps"])
-            if checkpoint is not None and checkpoint.due(checkpoint_minutes):
-                checkpoint.save(epoch, history, lr_record, partial={**totals, **rng_states(device)})
-
+        _seed_epoch(train_loader, seed, epoch)
+        after_step = functools.partial(
+            _after_step, model=model, average=average, checkpoint=checkpoint, minutes=checkpoint_minutes,
+            epoch=epoch, history=history, lrs=lrs, device=device,
+        )  # fmt: skip
         train = train_one_epoch(
             model, train_loader, optimizer, loss_fn, device, scheduler, amp_dtype, channels_last,
             progress, desc=f"epoch {epoch + 1}/{epochs}", max_steps=max_steps_per_epoch, grad_clip=grad_clip,
-            score_fn=score_fn, partial=partial if epoch == start_epoch else None, on_step=after_step, scaler=scaler,
+            score_fn=score_fn, partial=interrupted if epoch == start_epoch else None, on_step=after_step, scaler=scaler,
         )  # fmt: skip
         started = time.perf_counter()
-        if average is not None and epoch + 1 == epochs:
-            model.load_state_dict(average.state_dict())
-        test = {"loss": None, "score": None}
-        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
-            tested_model = average.model if average is not None else model
-            test = evaluate(tested_model, test_loader, device, amp_dtype, channels_last, loss_fn, score_fn, flip_tta,
-                            shift_tta)  # fmt: skip
-        row = {
-            "epoch": epoch + 1, "train_loss": train["loss"], f"train_{score_name}": train["score"],
-            "test_loss": test["loss"], f"test_{score_name}": test["score"], "lr": train["lr"],
-            "seconds": train["seconds"], "eval_seconds": time.perf_counter() - started,
-            "images_per_s": train["images_per_s"],
-        }  # fmt: skip
-        lr_record.extend(train["lrs"])
-        history.append(row)
-        log(_epoch_line(row, epochs, score_name))
+        test = _end_of_epoch(
+            model, average, test_loader, epoch, epochs, eval_every, device, amp_dtype, channels_last, loss_fn,
+            score_fn, flip_tta, shift_tta,
+        )  # fmt: skip
+        history.append(_history_row(epoch, train, test, score_name, eval_seconds=time.perf_counter() - started))
+        lrs.extend(train["lrs"])
+        log(_epoch_line(history[-1], epochs, score_name))
         if checkpoint is not None:
-            checkpoint.save(epoch + 1, history, lr_record)
+            checkpoint.save(epoch + 1, history, lrs)
             save_history(history, checkpoint.folder)
-    return FitResult(history, lr_record)
+    return FitResult(history, lrs)
+
+
+def _resume(checkpoint: Checkpoint | None, epochs: int, device: torch.device) -> tuple[int, list, list, dict | None]:
+    """Where a run starts: its first epoch, history, per-batch LRs, and the totals of an interrupted epoch."""
+    saved = checkpoint.load(epochs, device) if checkpoint is not None else None
+    if saved is None:
+        return 0, [], [], None
+    return saved["epoch"], saved["history"], saved["lrs"], saved["partial"]
+
+
+def _seed_epoch(loader, seed: int, epoch: int) -> None:
+    """Draw the epoch's shuffling, augmentation and global random numbers from the run's seed and the epoch alone."""
+    seed_loader(loader, derive_seed(seed, "epoch", epoch))
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+
+
+def _after_step(
+    totals: dict,
+    *,
+    model: nn.Module,
+    average: WeightAverage | None,
+    checkpoint: Checkpoint | None,
+    minutes: float | None,
+    epoch: int,
+    history: list[dict],
+    lrs: list[float],
+    device: torch.device,
+) -> None:
+    """After every training step of ``epoch``: update the weight average; save the run when a save is due.
+
+    ``lrs`` holds the LRs of the epochs before this one, so the run's step count is ``len(lrs)`` plus
+    the epoch's steps so far.
+    """
+    if average is not None:
+        average.update(model, len(lrs) + totals["steps"])
+    if checkpoint is not None and checkpoint.due(minutes):
+        checkpoint.save(epoch, history, lrs, partial={**totals, **rng_states(device)})
+
+
+def _end_of_epoch(
+    model, average, test_loader, epoch, epochs, eval_every, device, amp_dtype, channels_last, loss_fn, score_fn,
+    flip_tta, shift_tta,
+) -> dict:  # fmt: skip
+    """After the last epoch's training the average becomes the model; the test (where due) of the weights in use."""
+    last = epoch + 1 == epochs
+    if average is not None and last:
+        model.load_state_dict(average.state_dict())
+    if (epoch + 1) % eval_every and not last:
+        return {"loss": None, "score": None}
+    return evaluate(average.model if average is not None else model, test_loader, device, amp_dtype,
+                    channels_last, loss_fn, score_fn, flip_tta, shift_tta)  # fmt: skip
+
+
+def _history_row(epoch: int, train: dict, test: dict, score_name: str, eval_seconds: float) -> dict:
+    """The history's row for the 0-based ``epoch``: its training and test results (None when not tested)."""
+    return {
+        "epoch": epoch + 1, "train_loss": train["loss"], f"train_{score_name}": train["score"],
+        "test_loss": test["loss"], f"test_{score_name}": test["score"], "lr": train["lr"],
+        "seconds": train["seconds"], "eval_seconds": eval_seconds, "images_per_s": train["images_per_s"],
+    }  # fmt: skip
 
 
 def _epoch_line(row: dict, epochs: int, score_name: str) -> str:
@@ -445,6 +504,32 @@ def first_epoch_reaching(history: list[dict], accuracy: float) -> int | None:
     """First tested epoch whose test accuracy is at least ``accuracy`` (%), or None."""
     tested = (row for row in history if row["test_acc"] is not None)
     return next((row["epoch"] for row in tested if row["test_acc"] >= accuracy), None)
+
+
+def run_seconds(history: list[dict]) -> dict[str, float]:
+    """Where a run's time went, from its history: ``training`` (the epochs' ``seconds``: batches loaded and
+    trained), ``testing`` (their ``eval_seconds``) and ``total``, the two together.
+
+    The one definition of a run's time: the weights' records call ``total`` their ``wall_seconds``. Time
+    outside the epochs (the LR range test, pauses between an interruption and its resume) is not counted.
+    """
+    training = sum(row["seconds"] for row in history)
+    testing = sum(row.get("eval_seconds", 0.0) for row in history)
+    return {"training": training, "testing": testing, "total": training + testing}
+
+
+def label_smoothing_floor(num_classes: int, smoothing: float) -> float:
+    """The lowest mean loss that cross-entropy with ``label_smoothing=smoothing`` can reach over ``num_classes``.
+
+    PyTorch's smoothed target gives the true class ``1 - smoothing + smoothing / num_classes`` and every
+    other class ``smoothing / num_classes``; the loss is the cross-entropy of the prediction against that
+    target, smallest (its entropy) when the prediction equals it. So even a perfect classifier scores this
+    much, and a smoothed test loss is read against it, not against 0.
+    """
+    if not 0 <= smoothing <= 1 or num_classes < 2:
+        raise ValueError(f"need 0 <= smoothing <= 1 and at least 2 classes, got {smoothing}, {num_classes}")
+    target = [1 - smoothing + smoothing / num_classes] + [smoothing / num_classes] * (num_classes - 1)
+    return -sum(p * math.log(p) for p in target if p > 0)
 
 
 if __name__ == "__main__":

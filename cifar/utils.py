@@ -255,7 +255,8 @@ def plot_history(history: list[dict], score_name: str = "acc", score_label: str 
             values = [row[column] for row in history]  # None: an epoch without a test (fit's eval_every)
             ax.plot(epochs, [float("nan") if v is None else v for v in values], marker=".", label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss (mean per image)", title="Loss")
-    ax_acc.set(xlabel="epoch", ylabel=score_label, title=score_label.split(" (")[0].capitalize())
+    title = score_label.split(" (")[0]
+    ax_acc.set(xlabel="epoch", ylabel=score_label, title=title[:1].upper() + title[1:])  # "mean IoU" -> "Mean IoU"
     if target is not None:
         ax_acc.axhline(target, color="grey", linestyle=":", linewidth=1)
     for ax in (ax_loss, ax_acc):
@@ -320,6 +321,24 @@ def misclassified_indices(outputs: torch.Tensor, targets: torch.Tensor, n: int =
     return wrong[order[:n]]
 
 
+def gradcam_maps(
+    model: torch.nn.Module, inputs: torch.Tensor, classes: list[int], target_layer: torch.nn.Module
+) -> np.ndarray:
+    """Grad-CAM heat maps (pytorch-grad-cam) of ``target_layer`` for ``classes``, one per input: (N, H, W) in [0, 1].
+
+    The map has the layer's resolution (4x4 for the S10 network's last stage, 8x8 for ``layer2``),
+    scaled up to the input's size. Runs in fp32 on contiguous memory, and leaves ``model`` so, in eval mode.
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model.eval().float().to(memory_format=torch.contiguous_format)
+    parameter = next(model.parameters())
+    inputs = inputs.to(parameter.device, parameter.dtype)
+    with GradCAM(model=model, target_layers=[target_layer]) as cam:
+        return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+
+
 def gradcam_overlays(
     model: torch.nn.Module,
     inputs: torch.Tensor,
@@ -328,20 +347,41 @@ def gradcam_overlays(
     mean,
     std,
 ) -> list[np.ndarray]:
-    """Grad-CAM heat maps (pytorch-grad-cam) for ``classes``, laid over the de-normalized inputs."""
-    from pytorch_grad_cam import GradCAM
+    """Grad-CAM heat maps (:func:`gradcam_maps`) for ``classes``, laid over the de-normalized inputs."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model.eval()
-    parameter = next(model.parameters())
-    inputs = inputs.to(parameter.device, parameter.dtype)
-    with GradCAM(model=model, target_layers=[target_layer]) as cam:
-        heatmaps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    heatmaps = gradcam_maps(model, inputs, classes, target_layer)
     return [
         show_cam_on_image(denormalize(image, mean, std).astype(np.float32), heatmap, use_rgb=True, image_weight=0.6)
         for image, heatmap in zip(inputs.cpu(), heatmaps)
     ]
+
+
+def map_similarity(maps: np.ndarray) -> np.ndarray:
+    """For each of N heat maps (N, H, W), its correlation with the mean of all of them.
+
+    Near 1 for every map: the maps are one shape whatever the image (they say little about any one
+    image); lower: each map depends on its image. A constant map (no spread) gives NaN.
+    """
+    flat = maps.reshape(len(maps), -1).astype(np.float64)
+    flat = flat - flat.mean(1, keepdims=True)
+    average = flat.mean(0)
+    norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(average)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms > 0, flat @ average / norms, np.nan)
+
+
+def gradcam_by_layer(
+    model: torch.nn.Module, inputs: torch.Tensor, classes: list[int], layers: dict, mean, std, titles=None, size=1.6
+):
+    """The inputs in the first row, then one row of Grad-CAM overlays per layer of ``layers`` (name: module),
+    the row's first panel titled with the layer's name (and ``titles`` over the inputs); returns the Figure."""
+    panels = [denormalize(x, mean, std) for x in inputs]
+    labels = list(titles) if titles is not None else [""] * len(inputs)
+    for name, layer in layers.items():
+        panels += gradcam_overlays(model, inputs, classes, layer, mean, std)
+        labels += [name] + [""] * (len(inputs) - 1)
+    return show_images(panels, labels, ncols=len(inputs), size=size, title="Grad-CAM for the predicted class, by layer")
 
 
 GALLERY_TITLES = {
@@ -389,7 +429,6 @@ def misclassified_gallery(
     images = [denormalize(x, mean, std) for x in inputs] if show != "gradcam" else []
     overlays = []
     if show != "images":
-        model.float().to(memory_format=torch.contiguous_format)
         overlays = gradcam_overlays(model, inputs, predicted[wrong].tolist(), layer, mean, std)
     if show != "both":
         panels, labels = (images if show == "images" else overlays), titles
@@ -408,6 +447,23 @@ def confusion_matrix(predicted: torch.Tensor, targets: torch.Tensor, num_classes
     """Counts[true, predicted]."""
     flat = targets.long() * num_classes + predicted.long()
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes).numpy()
+
+
+def confused_pairs(matrix: np.ndarray, classes, n: int = 6):
+    """The ``n`` pairs of classes most often taken for each other (a DataFrame): the errors of each direction
+    (``a → b``: true a, predicted b), both together, and their share of all errors, most first."""
+    import pandas as pd
+
+    errors = matrix.sum() - np.trace(matrix)
+    rows = []
+    for a in range(len(classes)):
+        for b in range(a + 1, len(classes)):
+            both = int(matrix[a, b] + matrix[b, a])
+            rows.append({"pair": f"{classes[a]} / {classes[b]}", "a → b": int(matrix[a, b]),
+                         "b → a": int(matrix[b, a]), "errors": both,
+                         "% of all errors": round(100 * both / errors, 1) if errors else 0.0})  # fmt: skip
+    table = pd.DataFrame(rows).sort_values("errors", ascending=False, kind="stable").head(n)
+    return table.set_index("pair")
 
 
 def per_class_accuracy(matrix: np.ndarray, classes):

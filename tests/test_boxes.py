@@ -32,6 +32,7 @@ from cifar.boxes import (
     normalize_box,
     original_accuracy,
     plot_augmented_boxes,
+    plot_box_history,
     predict_boxes,
     prediction_gallery,
     read_box_csv,
@@ -179,7 +180,7 @@ def test_iou_on_known_boxes():
     pred = torch.tensor([[0.0, 0, 2, 2], [1, 0, 3, 2], [5, 5, 6, 6], [0, 0, 2, 2], [2, 2, 0, 0]])
     expected = torch.tensor([1.0, 1 / 3, 0.0, 0.25, 1.0])  # same, half shifted, disjoint, inside, corners swapped
     torch.testing.assert_close(box_iou_per_sample(pred, true), expected)
-    torch.testing.assert_close(iou_score(pred, true), 100 * expected)
+    torch.testing.assert_close(iou_score(pred, true), expected)  # a fraction, as in the metrics and figures
     metrics = box_metrics(pred, true)
     assert metrics["images"] == 5 and metrics["share_iou_50"] == pytest.approx(0.4)
     assert math.isclose(metrics["mean_iou"], float(expected.mean()), rel_tol=1e-6)
@@ -263,6 +264,39 @@ def test_figures(photos):
     model = ResNet50(num_classes=4, sigmoid=True)
     figure = prediction_gallery(model, BoxDataset(path, transform=box_test_transforms(32)))
     assert isinstance(figure, Figure) and "IoU" in figure.axes[0].get_title()
+    assert figure.get_suptitle().endswith("over all 2 photos")
+
+
+def test_gallery_title_tells_the_shown_photos_from_the_whole_set(photos):
+    path = _csv(photos, ["a.jpg,80,60,raccoon,10,5,50,45", "b.png,80,60,raccoon,60,40,80,60"])
+    dataset = BoxDataset(path, transform=box_test_transforms(32))
+    predicted = torch.tensor([[10 / 80, 5 / 60, 50 / 80, 45 / 60], [0.0, 0.0, 0.1, 0.1]])  # IoU 1 and 0
+    model = ResNet50(num_classes=4, sigmoid=True)
+    figure = prediction_gallery(model, dataset, indices=[0], predicted=predicted)
+    assert figure.get_suptitle().endswith("mean IoU 1.000 over these 1 photos, 0.500 over all 2")
+    assert figure.axes[0].get_title() == "a.jpg\nIoU 1.00"
+    with pytest.raises(ValueError, match="1 boxes for a dataset of 2"):
+        prediction_gallery(model, dataset, predicted=predicted[:1])
+
+
+def test_box_figures_draw_thumbnails(photos):
+    _image(photos / "big.jpg", width=400, height=300)
+    path = _csv(photos, ["big.jpg,400,300,raccoon,40,30,360,270"])
+    model = ResNet50(num_classes=4, sigmoid=True)
+    dataset = BoxDataset(path, transform=box_test_transforms(32))
+    for thumbnail, shape in ((112, (84, 112, 3)), (None, (300, 400, 3))):
+        figure = prediction_gallery(model, dataset, thumbnail=thumbnail)
+        assert figure.axes[0].images[0].get_array().shape == shape
+    figure = plot_augmented_boxes(BoxDataset(path, transform=box_train_transforms(200)), [0], versions=1, thumbnail=50)
+    assert figure.axes[0].images[0].get_array().shape == (50, 50, 3)
+
+
+def test_box_history_plot_shows_iou_as_a_fraction_without_a_target_line():
+    history = [{"epoch": e, "train_loss": 0.1, "test_loss": 0.1, "train_iou": 0.4, "test_iou": 0.5} for e in (1, 2)]
+    _, ax = plot_box_history(history).axes
+    assert ax.get_title() == "Mean IoU" and "fraction" in ax.get_ylabel()
+    assert len(ax.lines) == 2  # train and test; no dotted target
+    assert max(max(line.get_ydata()) for line in ax.lines) <= 1
 
 
 # ----------------------------------------------------------------------------- real raccoon data
@@ -308,11 +342,16 @@ def test_fast_training_run_on_real_photos(raccoon, tmp_path):
     assert {"train_iou", "test_iou", "train_loss", "test_loss"} <= set(run.history[0])
     assert run.predicted.shape == run.true.shape == (4, 4)
     assert 0 <= run.metrics["mean_iou"] <= 1 and "original_accuracy_contrast" in run.metrics
-    assert math.isclose(run.history[-1]["test_iou"], 100 * run.metrics["mean_iou"], rel_tol=1e-4, abs_tol=1e-3)
+    assert math.isclose(run.history[-1]["test_iou"], run.metrics["mean_iou"], rel_tol=1e-4, abs_tol=1e-5)
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
     again = train_raccoon(config, tmp_path / "run", progress=False, log=lines.append)  # resumes: nothing to do
     assert any(line.startswith("Resumed") for line in lines)
     torch.testing.assert_close(again.predicted, run.predicted)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    del state["config"]["iou"]  # as written when the history held IoU in %: refused, not resumed
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="different configuration"):
+        train_raccoon(config, tmp_path / "run", progress=False, log=lines.append)
 
 
 def test_cli_fast(raccoon, tmp_path, monkeypatch):

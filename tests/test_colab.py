@@ -142,7 +142,8 @@ def _expectations(s: Served) -> dict[str, Expect]:
         "00_setup_check.ipynb": Expect(
             {s.cifar},
             [
-                "train: (50000, 32, 32, 3) uint8 | test: (10000, 32, 32, 3)",
+                "train: images (50000, 32, 32, 3) uint8 | labels (50000,) int64",
+                "test:  images (10000, 32, 32, 3) uint8 | labels (10000,) int64",
                 f"mean {CIFAR_MEAN} std {CIFAR_STD}",  # the downloaded archive holds our copy's pixels
             ],
         ),

@@ -224,6 +224,16 @@ def test_transforms_shapes_and_cutout_fill():
     np.testing.assert_allclose(x.permute(1, 2, 0).numpy(), expected, atol=1e-5)
 
 
+def test_cutout_fill_is_the_rounded_mean_and_normalizes_close_to_zero_not_to_zero():
+    mean, std = (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)  # CIFAR-10's training set
+    assert dataset.cutout_fill(mean) == (125, 123, 114)
+    cutout = next(t for t in dataset.train_transforms(mean, std).transforms if type(t).__name__ == "CoarseDropout")
+    assert tuple(cutout.fill) == dataset.cutout_fill(mean)
+    normalized = np.array(dataset.normalized_cutout_fill(mean, std))
+    np.testing.assert_allclose(normalized, [-0.0045, 0.0010, 0.0021], atol=1e-4)
+    assert (normalized != 0).all()
+
+
 def test_augmentation_is_seeded():
     images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     transform = dataset.train_transforms((0.5,) * 3, (0.25,) * 3)

@@ -9,7 +9,14 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cifar import dataset as cd
-from cifar.utils import misclassified_gallery, misclassified_indices
+from cifar.utils import (
+    confused_pairs,
+    gradcam_by_layer,
+    gradcam_maps,
+    map_similarity,
+    misclassified_gallery,
+    misclassified_indices,
+)
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 CLASSES = ("cat", "dog", "fox")
@@ -74,3 +81,24 @@ def test_images_or_gradcam_alone(scored):
         misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, show="gradcam")
     with pytest.raises(ValueError, match="nothing to show"):
         misclassified_gallery(model, dataset, outputs, outputs.argmax(1), CLASSES, MEAN, STD, show="images")
+
+
+def test_gradcam_maps_and_how_alike_they_are(scored):
+    model, dataset, outputs, targets = scored
+    inputs = torch.stack([dataset[i][0] for i in range(6)])
+    maps = gradcam_maps(model, inputs, outputs.argmax(1)[:6].tolist(), model.features)
+    assert maps.shape == (6, 16, 16) and maps.min() >= 0 and maps.max() <= 1
+    assert next(model.parameters()).dtype == torch.float32 and not model.training
+    same = np.stack([maps[0]] * 4)
+    np.testing.assert_allclose(map_similarity(same), 1.0)
+    assert np.isnan(map_similarity(np.zeros((2, 4, 4)))).all()  # no spread: nothing to correlate
+    figure = gradcam_by_layer(model, inputs[:3], [0, 1, 2], {"features": model.features}, MEAN, STD, ["a", "b", "c"])
+    assert [ax.get_title() for ax in figure.axes if ax.images] == ["a", "b", "c", "features", "", ""]
+
+
+def test_confused_pairs_add_both_directions():
+    matrix = np.array([[50, 7, 1], [3, 40, 0], [2, 5, 30]])  # [true, predicted]
+    table = confused_pairs(matrix, CLASSES, n=2)
+    assert table.index.tolist() == ["cat / dog", "dog / fox"]
+    assert table.loc["cat / dog"].tolist() == [7, 3, 10, 55.6]  # 10 of the 18 errors
+    assert table.loc["dog / fox", "errors"] == 5

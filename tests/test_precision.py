@@ -214,7 +214,7 @@ def test_s10_data_takes_the_device_given(monkeypatch):
     monkeypatch.setattr(s10, "get_device", no_choosing)
     monkeypatch.setattr(dataset, "get_device", no_choosing)
     monkeypatch.setattr(s10, "load_cifar10", random_cifar10)
-    for recipe in ("fast", "lesson"):  # the tensor loader and the albumentations one
+    for recipe in ("short", "lesson"):  # the tensor loader and the albumentations one
         data = s10.s10_data(s10.s10_config(fast=True, recipe=recipe), device=CPU)
         assert getattr(data.train_loader, "device", CPU) == CPU and data.test_loader.num_workers == 0
 

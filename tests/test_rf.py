@@ -172,11 +172,17 @@ def _evaluate(formula: str, values: dict[str, float]) -> float:
     return eval(expression, {"INT": math.floor, "MAX": max})
 
 
-def test_workbook_is_regenerated_identically(tmp_path):
+def test_workbook_is_regenerated_identically(tmp_path, capsys):
     committed = REPO / "RF_Calculation.xlsx"
     fresh = tmp_path / "RF_Calculation.xlsx"
-    main(["--xlsx", str(fresh), "--png", str(tmp_path / "rf_s10.png")])
-    assert (tmp_path / "rf_s10.png").stat().st_size > 10_000
+    png = tmp_path / "images" / "rf_s10.png"  # the README's command, run in tmp_path: images/ is created
+    results = main(["--xlsx", str(fresh), "--png", str(png)])
+    assert png.stat().st_size > 10_000 and results["wrote"] == [fresh, png]
+    assert results["receptive_fields"] == {
+        "S10 CustomResNet": {"layer": "pool", "rf": 88},
+        "ResNet-50": {"layer": "layer4.2.conv3", "rf": 427},
+    }
+    assert "S10 CustomResNet: receptive field 88 at pool" in capsys.readouterr().out
     for data_only in (False, True):  # formulas, then the values cached beside them
         assert _cells(fresh, data_only) == _cells(committed, data_only)
 
@@ -196,3 +202,15 @@ def test_workbook_is_regenerated_identically(tmp_path):
                 if name in {"n_in", "j_in", "rf_in", "n_out", "j_out", "rf_out"}:
                     assert cell.value.startswith("="), (sheet_name, cell.coordinate)
                     assert _evaluate(cell.value, known) == record[name], (sheet_name, cell.coordinate)
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    """`python -m cifar.rf` follows the commands' convention (cifar.cli): a user's mistake is one line, exit 1."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["--png", str(tmp_path / "rf_s10.unknown")])
+    message = str(stopped.value.code)
+    assert message.startswith("error: ") and "unknown" in message and "\n" not in message
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m cifar.rf ")

@@ -223,6 +223,51 @@ def test_lr_range_test_suggests_and_restores(tmp_path):
         torch.testing.assert_close(value, before[key])
 
 
+def test_range_test_points_are_torch_lr_finders_and_the_title_gives_the_lr_used():
+    from cifar.scheduler import range_test_figure, range_test_points, range_test_window, suggest_lr
+
+    lrs = list(np.geomspace(1e-5, 10, 100))
+    losses = list(2.3 - 1.5 / (1 + np.exp(-4 * (np.log10(lrs) + 2))) + 3 * (np.array(lrs) > 1))
+    window = range_test_window(100, len(lrs))
+    assert (window.start, window.stop) == (10, 95)  # torch-lr-finder's skip_start=10, skip_end=5
+    steepest, lowest = range_test_points(lrs, losses, 100)
+    assert steepest == lrs[10 + int(np.gradient(np.array(losses[10:95])).argmin())]
+    assert lowest == lrs[10 + int(np.argmin(losses[10:95]))]
+    assert suggest_lr(steepest, lowest, "min/10") == lowest / 10
+    assert suggest_lr(steepest, lowest, "steepest") == steepest
+    figure = range_test_figure(lrs, losses, 100, 0.152)
+    assert "1.52e-01" in figure.axes[0].get_title()
+    assert range_test_window(100, 60).stop == 55  # a test stopped early (the loss blew up) keeps its last points out
+
+
+def test_run_time_and_results_come_from_the_history():
+    history = [
+        {"epoch": 1, "train_acc": 50.0, "test_acc": 60.0, "seconds": 100.0, "eval_seconds": 20.0},
+        {"epoch": 2, "train_acc": 80.0, "test_acc": None, "seconds": 110.0, "eval_seconds": 0.0},
+        {"epoch": 3, "train_acc": 95.0, "test_acc": 91.5, "seconds": 90.0, "eval_seconds": 10.0},
+    ]
+    assert train.run_seconds(history) == {"training": 300.0, "testing": 30.0, "total": 330.0}
+    results = s10.run_results(history)
+    assert (results["final_acc"], results["best_epoch"], results["first_epoch"]) == (91.5, 3, 3)
+    assert results["training_min"] == 5.0 and results["testing_min"] == 0.5 and results["total_min"] == 5.5
+    report = s10.run_report(history, "CPU: test")
+    assert "final test accuracy: 91.50%" in report and "5.5 min = 5.0 min training + 0.5 min testing" in report
+
+
+def test_label_smoothing_floor_is_the_least_smoothed_loss():
+    classes, smoothing = 10, 0.2
+    floor = train.label_smoothing_floor(classes, smoothing)
+    assert floor == pytest.approx(0.8669, abs=1e-4) and train.label_smoothing_floor(classes, 0.0) == 0.0
+    loss = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    targets = torch.arange(classes)
+    target = torch.full((classes, classes), smoothing / classes) + (1 - smoothing) * torch.eye(classes)
+    assert loss(target.log(), targets).item() == pytest.approx(floor, rel=1e-6)  # reached by the smoothed target
+    torch.manual_seed(0)
+    for scale in (1.0, 10.0, 100.0):  # and never beaten, however confident the prediction
+        logits = torch.randn(1000, classes) * scale
+        assert loss(logits, logits.argmax(1)).item() > floor
+
+
 def test_cli_fast_run_writes_everything(cifar10_root, tmp_path):
     out = tmp_path / "run"
     summary = s10.main([
@@ -260,8 +305,8 @@ def test_flip_test_time_augmentation_averages_both_views():
     torch.testing.assert_close(both, (plain + mirrored) / 2, atol=1e-5, rtol=1e-5)
 
 
-def test_fast_recipe_is_pages_resnet9_recipe():
-    config = s10.s10_fast_recipe()
+def test_short_recipe_is_pages_resnet9_recipe():
+    config = s10.s10_short_recipe()
     assert (config.epochs, config.optimizer, config.max_lr, config.label_smoothing) == (11, "sgd", 0.4, 0.2)
     assert config.eval_every == 6 and s10.S10Config().eval_every == 1  # the lesson tests every epoch
     assert (config.loader, config.flip_tta, config.logit_scale) == ("tensor", True, 0.125)
@@ -270,9 +315,9 @@ def test_fast_recipe_is_pages_resnet9_recipe():
         s10.S10Config(loader="tensors")
 
 
-def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
+def test_cli_short_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
     summary = s10.main([
-        "--recipe", "fast", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
+        "--recipe", "short", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
         "--weights", str(tmp_path / "w.pt"), "--epochs", "1", "--train-subset", "600", "--test-subset", "100",
     ])  # fmt: skip
     assert summary["max_lr"] == 0.4 and "finder" not in summary  # the recipe gives its peak LR
@@ -288,7 +333,7 @@ def test_cli_fast_recipe_runs_and_records_its_recipe(cifar10_root, tmp_path):
     (tmp_path / "run" / "summary.json").write_text(json.dumps({**saved, "device": "CPU: another machine"}))
     for _ in range(2):  # resuming twice on this machine names it once
         resumed = s10.main([
-            "--recipe", "fast", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
+            "--recipe", "short", "--data-dir", str(cifar10_root), "--out", str(tmp_path / "run"),
             "--weights", str(tmp_path / "w.pt"), "--epochs", "1", "--train-subset", "600", "--test-subset", "100",
         ])  # fmt: skip
         assert resumed["device"] == f"CPU: another machine, resumed on {here}"
@@ -311,6 +356,25 @@ def test_recipes_and_command_line_overrides():
     args = s10.parse_args(["--recipe", "original", "--epochs", "3", "--label-smoothing", "0.1"])
     tuned = s10.config_from_args(args)
     assert (tuned.optimizer, tuned.epochs, tuned.label_smoothing, tuned.weight_decay) == ("adam", 3, 0.1, 1e-4)
+
+
+def test_recipe_fast_is_a_hidden_alias_of_the_short_recipe(capsys):
+    """`--recipe fast` (quoted by weights/s10_fast_recipe.json) gives the short recipe but is not offered."""
+    short = s10.s10_short_recipe()
+    for argv in ([], ["--fast"], ["--epochs", "3", "--trick", "whiten_init=on"]):
+        alias = s10.config_from_args(s10.parse_args(["--recipe", "fast", *argv]))
+        assert alias == s10.config_from_args(s10.parse_args(["--recipe", "short", *argv]))
+    assert s10.config_from_args(s10.parse_args(["--recipe", "fast"])) == short
+    assert s10.s10_config(recipe="fast") == short and s10.s10_config(True, "fast") == s10.s10_config(True, "short")
+    assert "fast" not in s10.RECIPES
+    with pytest.raises(SystemExit):
+        s10.parse_args(["--help"])
+    usage = capsys.readouterr().out
+    assert "{lesson,original,short,tricks}" in usage and "fast:" not in usage
+    with pytest.raises(SystemExit):
+        s10.parse_args(["--recipe", "quick"])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert "invalid choice: 'quick'" in error and "short" in error and "fast" not in error
 
 
 class _NeverIterated:
@@ -373,7 +437,7 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
     with pytest.raises(ValueError, match="own checkpoint"):
         s10.restore_run(tmp_path / "w.pt", tmp_path / "run", config)
     with pytest.raises(SystemExit, match="another recipe"):
-        s10.main(["--restore", str(tmp_path / "w.pt"), "--recipe", "fast", "--out", str(tmp_path / "other")])
+        s10.main(["--restore", str(tmp_path / "w.pt"), "--recipe", "short", "--out", str(tmp_path / "other")])
 
 
 def test_notebook_switch_trains_on_a_gpu_and_restores_elsewhere():

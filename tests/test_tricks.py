@@ -225,8 +225,8 @@ def test_tricks_recipe_and_the_lesson_recipe():
     assert s10.RECIPES["tricks"] is s10.s10_tricks_recipe
     assert "tricks" not in s10.recipe_record(s10.S10Config(), 0.1)  # a recipe without tricks records none
     assert s10.recipe_record(config, 0.4)["tricks"]["whiten_init"] is True
-    fast = {"loader": "tensor", "flip_tta": True, "logit_scale": 0.125}  # the fast recipe's options, as recorded
-    assert s10.recipe_record(config, 0.4)["extra"] == s10.recipe_record(s10.s10_fast_recipe(), 0.4)["extra"] == fast
+    short = {"loader": "tensor", "flip_tta": True, "logit_scale": 0.125}  # the short recipe's options, as recorded
+    assert s10.recipe_record(config, 0.4)["extra"] == s10.recipe_record(s10.s10_short_recipe(), 0.4)["extra"] == short
     with pytest.raises(ValueError, match="needs the data"):
         s10.s10_model(config)
     plain = s10.s10_model(s10.S10Config())

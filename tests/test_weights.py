@@ -9,15 +9,18 @@ shortfall it is: 89.69%).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from cifar import s10
 from cifar.dataset import file_sha256
 from cifar.model import CustomResNet
-from cifar.s10 import RECIPES, S10Config, load_s10_weights, main, recipe_record, restore_run, s10_fast_recipe
-from cifar.train import first_epoch_reaching
+from cifar.s10 import RECIPES, S10Config, load_s10_weights, main, recipe_record, restore_run, s10_short_recipe
+from cifar.train import first_epoch_reaching, run_seconds
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 S10_WEIGHTS = sorted(
@@ -32,7 +35,7 @@ TARGETS = {"s10_custom_resnet.pt": 90.0, "s10_fast_recipe.pt": 90.0}  # recipes 
 def test_weights_are_there():
     assert WEIGHTS / "s10_custom_resnet.pt" in S10_WEIGHTS  # the lesson's run
     assert WEIGHTS / "s10_original_recipe.pt" in S10_WEIGHTS
-    assert WEIGHTS / "s10_fast_recipe.pt" in S10_WEIGHTS  # the fast recipe's run
+    assert WEIGHTS / "s10_fast_recipe.pt" in S10_WEIGHTS  # the short recipe's run
 
 
 def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
@@ -44,9 +47,10 @@ def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
     assert len(torch.load(folder / "checkpoint.pt", weights_only=False)["lrs"]) == 24 * 98  # 98 batches of 512
 
 
-def test_fast_weights_come_from_the_fast_recipe(tmp_path: Path):
-    """`python -m cifar.train --recipe fast` as it is now trained the committed fast-recipe weights."""
-    config = s10_fast_recipe()
+def test_fast_weights_come_from_the_short_recipe(tmp_path: Path):
+    """`python -m cifar.train --recipe fast` (the short recipe's earlier name) as it is now trained the committed
+    weights/s10_fast_recipe.pt."""
+    config = s10_short_recipe()
     folder = restore_run(WEIGHTS / "s10_fast_recipe.pt", tmp_path, config)  # raises on any difference
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["command"].startswith("python -m cifar.train --recipe fast ")
@@ -54,7 +58,42 @@ def test_fast_weights_come_from_the_fast_recipe(tmp_path: Path):
     assert tested == [6, 11] and summary["first_epoch_90"] == first_epoch_reaching(summary["history"], 90.0) == 11
 
 
-RECIPE_OF = {"s10_custom_resnet.pt": "lesson", "s10_original_recipe.pt": "original", "s10_fast_recipe.pt": "fast"}
+def test_a_range_test_rerun_before_restoring_is_drawn_with_the_runs_peak_lr(tmp_path: Path):
+    """Notebook 02 without a GPU: the range test runs on this machine, then the committed run is restored."""
+    config, lrs = S10Config(), [float(lr) for lr in np.geomspace(1e-5, 10, 100)]
+    losses = [2.3 - 1.5 / (1 + np.exp(-4 * (np.log10(lr) + 1.5))) for lr in lrs]
+    losses = [float(loss) for loss in losses]
+    steepest = 0.0869749  # whatever this machine's test suggests
+    finder = {"lrs": lrs, "losses": losses, "steepest_lr": steepest, "min_loss_lr": 0.27, "rule": "steepest"}
+    (tmp_path / "summary.json").write_text(json.dumps({"config": asdict(config), "max_lr": steepest, "finder": finder}))
+    restore_run(WEIGHTS / "s10_custom_resnet.pt", tmp_path, config)
+    recorded = json.loads((WEIGHTS / "s10_custom_resnet.json").read_text())["recipe"]["max_lr"]
+    max_lr, figure = s10.s10_max_lr(None, None, config, torch.device("cpu"), tmp_path)
+    assert max_lr == recorded and f"the run's peak LR {recorded:.2e}" in figure.axes[0].get_title()
+    text = s10.describe_range_test(tmp_path)
+    assert f"min/10 rule: {0.027:.3e}; 0.4 (Page's peak for this network) is {0.4 / 0.027:.1f} times that" in text
+    steps = np.log(recorded / steepest) / np.log(lrs[1] / lrs[0])
+    assert f"{recorded:.3e}: {steps:.1f} of this test's steps above" in text
+    # restoring the restored folder again keeps the re-run's suggestion (not the recorded LR) as the re-run's
+    restore_run(WEIGHTS / "s10_custom_resnet.pt", tmp_path, config)
+    assert json.loads((tmp_path / "summary.json").read_text())["rerun_max_lr"] == steepest
+
+
+def test_the_run_report_is_the_records_numbers():
+    record = json.loads((WEIGHTS / "s10_custom_resnet.json").read_text())
+    seconds = run_seconds(record["history"])
+    assert round(seconds["total"], 1) == record["wall_seconds"]  # the one definition of a run's time
+    results = s10.run_results(record["history"])
+    assert (
+        round(results["final_acc"], 2) == record["test_accuracy"] and results["first_epoch"] == record["first_epoch_90"]
+    )
+    table = s10.recipe_table(WEIGHTS / "s10_custom_resnet.pt", WEIGHTS / "s10_original_recipe.pt")
+    assert list(table.columns) == ["s10_custom_resnet.pt", "s10_original_recipe.pt"]
+    assert table.loc["optimizer"].tolist() == ["sgd", "adam"] and table.loc["logit scale"].tolist() == [0.125, 1.0]
+    assert table.loc["final test accuracy %"].tolist() == [90.52, 89.69]
+
+
+RECIPE_OF = {"s10_custom_resnet.pt": "lesson", "s10_original_recipe.pt": "original", "s10_fast_recipe.pt": "short"}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPE_OF))

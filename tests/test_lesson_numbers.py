@@ -1,0 +1,83 @@
+"""Notebook 02's prose quotes its own outputs (issue 18, "Keep it true").
+
+Every number in a markdown cell of notebook 02, and in the README's section on the S10 lesson's run,
+must appear in notebook 02's committed outputs (stream text, ``text/plain`` and ``text/markdown``,
+which includes the package source the notebook prints) or in the records of the runs the notebook
+reads (``weights/*.json``). The reading rules are ``tests/test_readme.py``'s (a more precise value
+that rounds to the quoted digits counts; code spans and ``>=`` thresholds are not numbers), plus:
+section numbers ("section 7", "## 7 ·") are not quoted numbers, and ``DEFINITIONS`` lists the few
+numbers that define rather than measure (the recipe's published constants), each with where it is
+stated in code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+
+from test_readme import (
+    LESSON_RUN,
+    NB02,
+    NUMBER,
+    ORIGINAL_RUN,
+    SHORT_RUN,
+    Record,
+    matches,
+    quoted_numbers,
+    record_numbers,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = (Record(LESSON_RUN), Record(ORIGINAL_RUN), Record(SHORT_RUN))
+# numbers that define the recipe or cite a publication, not measurements; where each is stated in code
+DEFINITIONS = {
+    Decimal("0.9"): "SGD momentum: cifar.scheduler.make_optimizer",
+    Decimal("94"): "David Page's published accuracy for this network in 24 epochs (cited, not measured here)",
+}
+SECTION = re.compile(r"(?:section|##)\s*\d+\b", re.IGNORECASE)
+
+
+def _output_numbers() -> list[Decimal]:
+    values = []
+    for cell in json.loads((ROOT / NB02).read_text())["cells"]:
+        for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            texts = [output.get("text", "")] + [
+                output.get("data", {}).get(k, "") for k in ("text/plain", "text/markdown")
+            ]
+            for text in texts:
+                text = "".join(text) if isinstance(text, list) else text
+                values += [Decimal(m.group(0).replace(",", "")) for m in NUMBER.finditer(text.replace("_", " "))]
+    return values
+
+
+def _unsourced(text: str, sources: list[Decimal]) -> list[str]:
+    text = SECTION.sub(" ", text)
+    return [
+        quoted
+        for quoted, value in quoted_numbers(text)
+        if value not in DEFINITIONS and not any(matches(value, source) for source in sources)
+    ]
+
+
+def _sources() -> list[Decimal]:
+    return _output_numbers() + [value for spec in RECORDS for value in record_numbers(spec)]
+
+
+def test_notebook_02_prose_quotes_its_outputs():
+    sources = _sources()
+    missing = {}
+    for index, cell in enumerate(json.loads((ROOT / NB02).read_text())["cells"]):
+        if cell["cell_type"] == "markdown":
+            found = _unsourced("".join(cell["source"]), sources)
+            if found:
+                missing[index] = found
+    assert not missing, f"numbers in notebook 02's markdown (cell: numbers) found in no output or record: {missing}"
+
+
+def test_readme_s10_section_quotes_notebook_02():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### The S10 lesson's run", 1)[1].split("\n#", 1)[0]
+    section = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", section)  # image links (file names)
+    assert not _unsourced(section, _sources())

@@ -44,6 +44,7 @@ SHORT_RUN = "weights/s10_fast_recipe.json"
 TRICKS_RUN = "weights/records/s10_tricks_lr04.json"  # records of runs whose weights are not kept
 TRICKS_LR1_RUN = "weights/records/s10_tricks_lr1.json"
 TRICKS_LIGHT_RUN = "weights/records/s10_tricks_light.json"
+GPU_SWEEP = "weights/records/s10_tricks_gpu_sweep.jsonl"  # one run summary per line, each with its "name"
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,20 @@ class Outputs:
 
 @dataclass(frozen=True)
 class Record:
-    """A run record (weights/*.json): its values, and the quantities ``record_facts`` derives from them."""
+    """A run record (weights/*.json): its values, and the quantities ``record_facts`` derives from them.
+
+    run: for a file of records, one per line (.jsonl), the one with this "name".
+    """
 
     path: str
+    run: str | None = None
+
+
+def load_record(spec: Record) -> dict:
+    text = (ROOT / spec.path).read_text()
+    if spec.run is None:
+        return json.loads(text)
+    return next(record for record in map(json.loads, text.splitlines()) if record["name"] == spec.run)
 
 
 # README table -> {start of a row's first cell: its sources, or why the row is not checked}.
@@ -86,9 +98,39 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
         "short recipe (then 8 epochs)": "the 8-epoch run's record (weights/s10_fast8.json) is not committed",
         "the same short recipe, 10 epochs": "the 10-epoch run's record (weights/s10_fast10.json) is not committed",
         "the short recipe as it is now, 11 epochs": [Record(SHORT_RUN)],
-        "tricks recipe": [Record(TRICKS_RUN)],
+        "the first tricks recipe": [Record(TRICKS_RUN)],
         "the tricks recipe at the published peak LR": [Record(TRICKS_LR1_RUN)],
         "the tricks recipe at peak LR 1.0 with airbench's light augmentation": [Record(TRICKS_LIGHT_RUN)],
+        "the tricks recipe as it is now": [Record(GPU_SWEEP, "ema09_lookahead")],
+        "the same, seed 2, same GPU": [Record(GPU_SWEEP, "ema09_lookahead_seed2")],
+        "12 epochs of the tricks without lookahead": [Record(GPU_SWEEP, "light_ema09_e12")],
+    },
+    # every row: the runs it lists, in order (test_gpu_sweep_options_reproduce_the_runs checks their options)
+    "What each trick contributes: full-data runs on a GPU": {
+        row: [Record(GPU_SWEEP, run) for run in runs]
+        for row, runs in {
+            "the base:": ["light_ema09", "light_ema09_seed2", "light_ema09_seed3"],
+            "the base plus lookahead": ["ema09_lookahead", "ema09_lookahead_seed2"],
+            "none of the training tricks": ["plain_tta"],
+            "without the whitening": ["light_ema09_no_whiten_init"],
+            "without the dirac": ["light_ema09_no_dirac_init"],
+            "without alternating flips": ["light_ema09_no_alternating_flip"],
+            "without frozen batch-norm": ["light_ema09_no_frozen_bn"],
+            "without the weight EMA": ["light_noema"],
+            "EMA decay 0.99": ["light"],
+            "ghost batch norm": ["ema09_ghost32", "ema09_ghost32_seed2", "ema09_ghost32_seed3"],
+            "lookahead and ghost batch norm": ["ema09_lookahead_ghost32"],
+            "batch-norm momentum 0.4": ["ema09_bnmom04"],
+            "peak LR 0.7": ["ema09_lr07"],
+            "lookahead, peak LR 0.7": ["ema09_lookahead_lr07"],
+            "peak LR 2.0": ["ema09_lr2"],
+            "batch 256": ["ema09_b256"],
+            "label smoothing 0.1, EMA decay 0.99": ["light_ls01"],
+            "label smoothing 0 (none)": ["ema09_ls0"],
+            "label smoothing 0.1, weight decay": ["ema09_ls01_wd25"],
+            "weight decay 1e-3": ["ema09_wd1e3"],
+            "the base in 5 epochs": ["light_ema09_e5"],
+        }.items()
     },
 }
 
@@ -164,8 +206,11 @@ def record_facts(record: dict) -> dict[str, float]:
     """The quantities the README computes from a run record, each conversion named."""
     history = record["history"]
     tested = [row for row in history if row["test_acc"] is not None]
+    wall_seconds = record.get("wall_seconds", record.get("epoch_seconds"))  # a weights record, or a run summary
     facts = {
-        "wall_seconds in minutes (the epochs' training + test time)": record["wall_seconds"] / 60,
+        "wall_seconds in minutes (the epochs' training + test time)": wall_seconds / 60,
+        "training seconds: sum of the epochs' seconds": sum(row["seconds"] for row in history),
+        "test seconds: sum of the epochs' eval_seconds": sum(row["eval_seconds"] for row in history),
         "training minutes: sum of the epochs' seconds / 60": sum(row["seconds"] for row in history) / 60,
         "test minutes: sum of the epochs' eval_seconds / 60": sum(row["eval_seconds"] for row in history) / 60,
         "median seconds of training per epoch": statistics.median(row["seconds"] for row in history),
@@ -181,7 +226,7 @@ def record_facts(record: dict) -> dict[str, float]:
 
 @cache
 def record_numbers(spec: Record) -> tuple[Decimal, ...]:
-    record = json.loads((ROOT / spec.path).read_text())
+    record = load_record(spec)
     values = []
 
     def walk(value):
@@ -207,7 +252,7 @@ def source_numbers(spec: Outputs | Record) -> tuple[Decimal, ...]:
 
 def describe(spec: Outputs | Record) -> str:
     if isinstance(spec, Record):
-        return spec.path
+        return spec.path + (f" (run {spec.run!r})" if spec.run else "")
     where = [f"cells containing {spec.cell!r}"] if spec.cell else []
     where += [f"lines containing {spec.line!r}"] if spec.line else []
     where += [f"x{spec.scale}"] if spec.scale != 1 else []
@@ -276,20 +321,41 @@ def test_per_epoch_lists_follow_the_history():
     for table, rows in SOURCES.items():
         for row in table_rows(table):
             sources = rows.get(row_key(table, row))
-            records = [spec.path for spec in sources if isinstance(spec, Record)] if isinstance(sources, list) else []
+            records = [spec for spec in sources if isinstance(spec, Record)] if isinstance(sources, list) else []
             if len(records) != 1:
                 continue  # unchecked rows (no committed record)
-            history = json.loads((ROOT / records[0]).read_text())["history"]
+            history = load_record(records[0])["history"]
             tested = [Decimal(repr(epoch["test_acc"])) for epoch in history if epoch["test_acc"] is not None]
             recorded = [accuracy.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP) for accuracy in tested]
             for listed in (m.group(1) for cell in row for m in re.finditer(r"per epoch: ([\d., ]+)\)", cell)):
                 quoted = [Decimal(value) for value in listed.split(", ")]
                 assert quoted == recorded, (
                     f"{table}, row {row[0][:70]!r}:\n  README per epoch: {listed}\n"
-                    f"  {records[0]}: {', '.join(map(str, recorded))}"
+                    f"  {describe(records[0])}: {', '.join(map(str, recorded))}"
                 )
                 checked += 1
     assert checked == 1  # the lesson recipe's row in Time to accuracy
+
+
+def test_gpu_sweep_options_reproduce_the_runs():
+    """Each ablation row's options, given to today's ``--recipe tricks``, rebuild the configuration its runs
+    recorded (their commands predate lookahead as the recipe's default), each run with its own seed."""
+    from dataclasses import asdict
+
+    from cifar import s10
+
+    table = "What each trick contributes: full-data runs on a GPU"
+    checked = 0
+    for row in table_rows(table):
+        spans = re.findall(r"`([^`]*)`", row[-1])
+        options = spans[0].split() if spans else []
+        for spec in SOURCES[table][row_key(table, row)]:
+            record = load_record(spec)
+            argv = ["--recipe", "tricks", *options, "--seed", str(record["config"]["seed"])]
+            config = json.loads(json.dumps(asdict(s10.config_from_args(s10.parse_args(argv)))))
+            assert config == record["config"], f"row {row[0]!r}, run {spec.run}: {argv}"
+            checked += 1
+    assert checked == 26  # the 27th run, 12 epochs, is a row of Time to accuracy
 
 
 def test_number_rules():

@@ -89,8 +89,8 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
         "ResNet-50 from scratch, box regression": [Outputs(NB01), Outputs(NB01, line="share_iou_50", scale=100)],
         "ResNet-50 from scratch, inference": [Outputs(NB01)],
         "ResNet-34 transfer learning, random init": [Outputs(NB03)],
-        # The leaky split is a second run in the same notebook: only the cell that runs it.
-        "ResNet-34, same recipe, leaky split": [Outputs(NB03, cell="run_leaky_split")],
+        "S10 from CIFAR-10 against random weights": [Outputs(NB03)],
+        "S10 from CIFAR-10, leaky splits": [Outputs(NB03)],
     },
     "Time to accuracy": {
         "original course's recipe": [Record(ORIGINAL_RUN)],

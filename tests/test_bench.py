@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +100,18 @@ def test_table_names_the_precision_each_path_used():
     assert "default: fp32 (no autocast), channels-last" in without and "0.20 TFLOP/s float32 matmul bound" in without
     assert "None" not in without and "2.00x" in without
     assert "data ms" in without.splitlines()[1] and "keeps up" in without
+
+
+def test_photo_loader_rates_time_the_lessons_loaders(capsys):
+    """--photos times the raccoon and fish training loaders: at most 2 batches after the first, in fast mode."""
+    root = os.environ.get("CIFAR_DATA_DIR")
+    if not root or not all((Path(root) / name).is_dir() for name in ("raccoon", "fish_egu2017")):
+        pytest.skip("the raccoon and fish photos are absent: set CIFAR_DATA_DIR to a folder holding both")
+    results = bench.main(["--loader", "--photos", "--fast", "--batch-size", "8"])
+    assert results["raccoon_images"] == 2 * 16 and results["fish_images"] == 2 * 128  # their lessons' batch sizes
+    assert results["raccoon_img_s"] > 0 and results["fish_img_s"] > 0
+    out = capsys.readouterr().out
+    assert "raccoon photos' training loader, 2 workers:" in out and "fish photos' training loader" in out
 
 
 def test_loader_rate_counts_every_batch_after_the_first(capsys):

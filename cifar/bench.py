@@ -31,13 +31,22 @@ import torch
 from torch import nn
 
 from . import cli
-from .dataset import AlbumentationsDataset, TensorBatches, load_cifar10, make_loader, test_transforms, train_transforms
+from .dataset import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    AlbumentationsDataset,
+    TensorBatches,
+    load_cifar10,
+    make_loader,
+    test_transforms,
+    train_transforms,
+)
 from .model import CustomResNet
 from .scheduler import one_cycle
 from .train import accuracy_score, evaluate, train_one_epoch
 from .utils import autocast, autocast_dtype, describe_device, get_device, grad_scaler, seed_everything, seed_loader
 
-MEAN, STD = (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)
+MEAN, STD = CIFAR10_MEAN, CIFAR10_STD
 
 
 def _synchronize(device: torch.device) -> None:

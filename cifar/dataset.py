@@ -473,6 +473,9 @@ class TensorBatches:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The channel statistics of our CIFAR-10 training set (:func:`mean_std`), which the S10 weights were trained with.
+CIFAR10_MEAN = (0.4913, 0.4821, 0.4465)
+CIFAR10_STD = (0.2452, 0.2428, 0.2606)
 MASK_FOLDER_SUFFIX = " GT"  # Kaggle's segmentation masks: <Class>/<Class> GT/
 
 

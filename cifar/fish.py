@@ -235,6 +235,13 @@ def fish_root(root: str | Path | None = None, source: str = "egu2017") -> Path:
     return local if local is not None else download_source(FISH_EGU2017, cache_dir() / FISH_EGU2017.name)
 
 
+def read_fish(root: str | Path | None, config: FishConfig) -> ImageFolderDataset:
+    """The class-folder set under ``root`` (None: :func:`fish_root`), read as ``config`` says (``on_error``,
+    ``cache``: decode every image once and keep it in memory)."""
+    return ImageFolderDataset.from_folder(fish_root() if root is None else root, on_error=config.on_error,
+                                          cache=config.cache)  # fmt: skip
+
+
 def split_groups(paths: Sequence[Path], split: str, group_fn: Callable[[Path], str] | None = None) -> list[str] | None:
     """The group of every path for ``split`` (:data:`FISH_SPLITS`), or None for the ungrouped ``"frames"``.
 
@@ -260,10 +267,7 @@ def transfer_data(
     ``$CIFAR_DATA_DIR/fish_egu2017``, else downloaded. ``dataset``: the set already read (runs
     over several seeds share one, and its decoded images).
     """
-    if dataset is None:
-        dataset = ImageFolderDataset.from_folder(
-            fish_root() if root is None else root, on_error=config.on_error, cache=config.cache
-        )
+    dataset = dataset if dataset is not None else read_fish(root, config)
     groups = split_groups(dataset.paths, config.split, group_fn)
     train_idx, test_idx = split_indices(dataset.labels, config.test_fraction, config.seed, groups)
     train_idx = _per_class(train_idx, dataset.labels, config.train_per_class, config.seed)
@@ -302,6 +306,12 @@ def _start(
     if weights_used == RANDOM_WEIGHTS and random_config is not None:
         config = random_config
     return config, state, weights_used
+
+
+def _classifier(config: FishConfig, state: dict | None, num_classes: int) -> nn.Module:
+    """``config.arch``'s network with ``state`` as its backbone and a new head, initialised from the run's seed."""
+    with seeded(derive_seed(config.seed, "model")):
+        return (s10_classifier if config.arch == "s10" else resnet34_classifier)(num_classes, state)
 
 
 def _loaders(dataset: ImageFolderDataset, train_idx, test_idx, config: FishConfig, device: torch.device):
@@ -367,9 +377,7 @@ def run_transfer(
     dataset, train_idx, test_idx, leak = transfer_data(root, config, group_fn, dataset)
     train_loader, test_loader = _loaders(dataset, train_idx, test_idx, config, device)
     amp_dtype = resolve_amp_dtype(device, amp_dtype)  # the same precision for training, testing and the final test
-    with seeded(derive_seed(config.seed, "model")):
-        build = s10_classifier if config.arch == "s10" else resnet34_classifier
-        model = build(len(dataset.classes), state)
+    model = _classifier(config, state, len(dataset.classes))
     log(f"{len(dataset.classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({config.split} split, "
         f"{100 * leak:.0f}% of test images share a video with training); weights: {weights_used}")  # fmt: skip
     folder, stages = Path(out) if out is not None else None, _plan(config, weights_used)
@@ -459,10 +467,7 @@ def run_seeds(
     seed (:func:`compare_seeds`). Each run prints one line (``log``); ``run_options`` go to
     :func:`run_transfer` (``device``, ``amp_dtype``, ``random_config``...); no checkpoints.
     """
-    if dataset is None:
-        dataset = ImageFolderDataset.from_folder(
-            fish_root() if root is None else root, on_error=config.on_error, cache=config.cache
-        )
+    dataset = dataset if dataset is not None else read_fish(root, config)
     rows = []
     for seed in seeds:
         result = run_transfer(root, replace(config, seed=seed), progress=False, log=_silent, dataset=dataset,
@@ -493,13 +498,11 @@ def probe_seeds(
     ``start``, ``probe acc %``.
     """
     device = device or get_device()
-    if dataset is None:
-        dataset = ImageFolderDataset.from_folder(fish_root() if root is None else root, on_error=config.on_error)
+    dataset = dataset if dataset is not None else read_fish(root, replace(config, cache=False))  # features once
     splits = {seed: transfer_data(root, replace(config, seed=seed), group_fn, dataset)[1:3] for seed in seeds}
     used = np.unique(np.concatenate([np.concatenate(split) for split in splits.values()]))
     config, state, weights_used = _start(replace(config, seed=seeds[0]), None, _silent)
-    with seeded(derive_seed(config.seed, "model")):
-        model = (s10_classifier if config.arch == "s10" else resnet34_classifier)(len(dataset.classes), state)
+    model = _classifier(config, state, len(dataset.classes))
     mean, std = NORMALIZATION[config.arch]
     images = dataset.subset(used, imagenet_eval_transforms(config.image_size, mean, std))
     features, targets = extract_features(model, make_loader(images, config.batch_size, False, device=device), device,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .artifacts import load_weights, save_weights
-from .dataset import IMAGENET_MEAN, IMAGENET_STD
+from .dataset import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .model import CustomResNet, torchvision_state_dict
 from .scheduler import make_optimizer, one_cycle
 from .train import FitResult, fit, predict
@@ -34,8 +34,8 @@ RANDOM_WEIGHTS = "random"
 HEAD = "fc"  # torchvision ResNets, and the course's CustomResNet, call their classifier layer ``fc``
 #: The normalization the S10 network was trained with (CIFAR-10's channel statistics, as in the record of
 #: ``weights/s10_custom_resnet.pt``); its fish classifier uses it from either start, CIFAR-10 or random.
-S10_MEAN = (0.4913, 0.4821, 0.4465)
-S10_STD = (0.2452, 0.2428, 0.2606)
+S10_MEAN = CIFAR10_MEAN
+S10_STD = CIFAR10_STD
 
 
 # ----------------------------------------------------------------------------- the model

@@ -68,6 +68,7 @@ class Tricks:
     """
 
     whiten_init: bool = False  # first conv starts as PCA whitening of 3x3 training patches (airbench)
+    freeze_whitening: bool = False  # ... and is then never trained: a fixed whitening layer (airbench, Page)
     dirac_init: bool = False  # the other 3x3 convs start as identities on their first in-channels (airbench)
     freeze_bn_weight: bool = False  # batch-norm scales fixed at 1 (Page)
     bias_lr_factor: float = 1.0  # biases train with LR x factor and weight decay / factor (Page: 64)
@@ -209,6 +210,10 @@ def s10_model(config: S10Config, data: S10Data | None = None) -> nn.Module:
         if data is None:
             raise ValueError("tricks.whiten_init needs the data: s10_model(config, data)")
         init_whitening_(first_conv, whitening_sample(data))
+    if tricks.freeze_whitening:
+        if not tricks.whiten_init:
+            raise ValueError("tricks.freeze_whitening freezes the whitening: it needs tricks.whiten_init")
+        first_conv.weight.requires_grad_(False)
     if tricks.dirac_init:
         init_dirac_(model, skip=(first_conv,))
     if tricks.freeze_bn_weight:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -53,6 +54,23 @@ def test_init_whitening_sets_the_first_filters_only():
     torch.testing.assert_close(conv.weight[:54].detach(), whitening_filters(_correlated_images()))
     torch.testing.assert_close(conv.weight[54:].detach(), before[54:], rtol=0, atol=0)
     assert conv.weight.requires_grad
+
+
+def test_frozen_whitening_stays_as_initialised():
+    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    data = SimpleNamespace(train_images=images, mean=(0.5,) * 3, std=(0.25,) * 3)
+    model = s10.s10_model(s10.S10Config(tricks=s10.Tricks(whiten_init=True, freeze_whitening=True)), data)
+    whitening, other = model.prep[0].weight, model.fc.weight
+    before, other_before = whitening.detach().clone(), other.detach().clone()
+    torch.testing.assert_close(before[:54], whitening_filters(s10.whitening_sample(data)))
+    groups = weight_and_bias_groups(model, 5e-4, 64.0)
+    assert not whitening.requires_grad and all(p is not whitening for g in groups for p in g["params"])
+    optimizer = make_optimizer("sgd", groups, 0.1, 5e-4)
+    model(torch.randn(8, 3, 32, 32)).logsumexp(1).mean().backward()
+    optimizer.step()
+    assert torch.equal(whitening, before) and not torch.equal(other, other_before)
+    with pytest.raises(ValueError, match="needs tricks.whiten_init"):
+        s10.s10_model(s10.S10Config(tricks=s10.Tricks(freeze_whitening=True)), data)
 
 
 def test_dirac_init_passes_the_first_channels_through():

@@ -163,14 +163,14 @@ def time_photo_loaders(batches: int | None = None, num_workers: int = 2) -> dict
     """Images/s of the photo lessons' training loaders (decoding and augmentation, no model) with
     ``num_workers`` workers: the raccoon photos at lesson 01's size, the fish photos at lesson 03's
     ImageNet-recipe size and batch. ``batches``: time at most this many after the warm-up one."""
-    from .dataset import ImageFolderDataset, imagenet_train_transforms
-    from .fish import fish_config, fish_root
+    from .dataset import imagenet_train_transforms
+    from .fish import fish_config, read_fish
     from .raccoon import raccoon_config, raccoon_datasets
 
     box_config = raccoon_config()
     box_train, _ = raccoon_datasets(box_config)
     recipe = fish_config("imagenet")
-    photos = ImageFolderDataset.from_folder(fish_root())
+    photos = read_fish(None, recipe)
     photos = photos.subset(np.arange(len(photos)), imagenet_train_transforms(recipe.image_size))
     results = {}
     loaders = (("raccoon", box_train, box_config.batch_size), ("fish", photos, recipe.batch_size))

@@ -42,6 +42,7 @@ NB03 = "notebooks/03_fish_transfer_learning.ipynb"
 LESSON_RUN = "weights/s10_custom_resnet.json"
 ORIGINAL_RUN = "weights/s10_original_recipe.json"
 SHORT_RUN = "weights/s10_fast_recipe.json"
+TRICKS_RECIPE_RUN = "weights/s10_tricks_recipe.json"
 TRICKS_RUN = "weights/records/s10_tricks_lr04.json"  # records of runs whose weights are not kept
 TRICKS_LR1_RUN = "weights/records/s10_tricks_lr1.json"
 TRICKS_LIGHT_RUN = "weights/records/s10_tricks_light.json"
@@ -49,6 +50,8 @@ TRICKS_FROZEN_WHITENING_RUN = "weights/records/s10_tricks_fw_bn04.json"
 TRICKS_BATCH256_RUN = "weights/records/s10_tricks_b256.json"
 TRICKS_BATCH128_RUN = "weights/records/s10_tricks_b128.json"
 GPU_SWEEP = "weights/records/s10_tricks_gpu_sweep.jsonl"  # one run summary per line, each with its "name"
+# today's tricks recipe set back to the GPU sweep's (batch 512, peak LR 1.0, EMA every 5 steps, whitening trained)
+SWEEP_RECIPE = "--recipe tricks --batch-size 512 --max-lr 1.0 --trick average_every=5 --trick freeze_whitening=off"
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
         "S10 custom ResNet, lesson recipe": [Outputs(NB02), Record(LESSON_RUN)],
         "S10 custom ResNet, the original course's recipe": [Record(ORIGINAL_RUN)],
         "S10 custom ResNet, the short recipe": [Record(SHORT_RUN)],
+        "S10 custom ResNet, the tricks recipe": [Record(TRICKS_RECIPE_RUN)],
         # Two rows (mean IoU; share of photos at IoU >= 0.5, which the README gives in percent).
         "ResNet-50 from scratch, box regression": [Outputs(NB01), Outputs(NB01, line="share_iou_50", scale=100)],
         "ResNet-50 from scratch, inference": [Outputs(NB01)],
@@ -102,10 +106,11 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
         "short recipe (then 8 epochs)": "the 8-epoch run's record (weights/s10_fast8.json) is not committed",
         "the same short recipe, 10 epochs": "the 10-epoch run's record (weights/s10_fast10.json) is not committed",
         "the short recipe as it is now, 11 epochs": [Record(SHORT_RUN)],
+        "the tricks recipe as it is now": [Record(TRICKS_RECIPE_RUN)],
         "the first tricks recipe": [Record(TRICKS_RUN)],
         "the tricks recipe at the published peak LR": [Record(TRICKS_LR1_RUN)],
         "the tricks recipe at peak LR 1.0 with airbench's light augmentation": [Record(TRICKS_LIGHT_RUN)],
-        "the tricks recipe as it is now": [Record(GPU_SWEEP, "ema09_lookahead")],
+        "the tricks recipe of the GPU sweep": [Record(GPU_SWEEP, "ema09_lookahead")],
         "the same, seed 2, same GPU": [Record(GPU_SWEEP, "ema09_lookahead_seed2")],
         "12 epochs of the tricks without lookahead": [Record(GPU_SWEEP, "light_ema09_e12")],
         "the tricks recipe plus airbench's fixed whitening layer": [Record(TRICKS_FROZEN_WHITENING_RUN)],
@@ -345,20 +350,21 @@ def test_per_epoch_lists_follow_the_history():
 
 
 def test_gpu_sweep_options_reproduce_the_runs():
-    """Each ablation row's options, given to today's ``--recipe tricks``, rebuild the configuration its runs
-    recorded (their commands predate lookahead as the recipe's default), each run with its own seed."""
+    """Each ablation row's options, after the sweep's recipe (:data:`SWEEP_RECIPE`, today's ``--recipe tricks``
+    returned to the sweep's), rebuild the configuration its runs recorded, each run with its own seed."""
     from dataclasses import asdict
 
     from cifar import s10
 
     table = "What each trick contributes: full-data runs on a GPU"
+    assert f"`python -m cifar.train {SWEEP_RECIPE} OPTIONS --data-dir ../shared/data/cifar10`" in README.read_text()
     checked = 0
     for row in table_rows(table):
         spans = re.findall(r"`([^`]*)`", row[-1])
         options = spans[0].split() if spans else []
         for spec in SOURCES[table][row_key(table, row)]:
             record = load_record(spec)
-            argv = ["--recipe", "tricks", *options, "--seed", str(record["config"]["seed"])]
+            argv = [*SWEEP_RECIPE.split(), *options, "--seed", str(record["config"]["seed"])]
             config = json.loads(json.dumps(asdict(s10.config_from_args(s10.parse_args(argv)))))
             recorded = copy.deepcopy(record["config"])
             # tricks added after the sweep were off in its runs (the Tricks default)

@@ -270,7 +270,7 @@ def test_command_line_sets_single_tricks():
                              "--trick", "bias_lr_factor=1"])  # fmt: skip
     tricks = s10.config_from_args(args).tricks
     assert (tricks.whiten_init, tricks.ghost_batch, tricks.bias_lr_factor) == (False, 32, 1.0)
-    assert tricks.dirac_init and tricks.average_every == 5  # the others as the recipe has them
+    assert tricks.dirac_init and tricks.average_every == 10  # the others as the recipe has them
     assert s10.parse_trick("average_every=none") == ("average_every", None)
     for wrong in ("whiten", "whiten_init=maybe", "ghost_batch=a lot"):
         with pytest.raises(SystemExit):

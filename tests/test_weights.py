@@ -9,7 +9,7 @@ shortfall it is: 89.69%).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,16 @@ import torch
 from cifar import s10
 from cifar.dataset import file_sha256
 from cifar.model import CustomResNet
-from cifar.s10 import RECIPES, S10Config, load_s10_weights, main, recipe_record, restore_run, s10_short_recipe
+from cifar.s10 import (
+    RECIPES,
+    S10Config,
+    load_s10_weights,
+    main,
+    recipe_record,
+    restore_run,
+    s10_short_recipe,
+    s10_tricks_recipe,
+)
 from cifar.train import first_epoch_reaching, run_seconds
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -29,13 +38,14 @@ S10_WEIGHTS = sorted(
     if p.with_suffix(".json").is_file()
     and json.loads(p.with_suffix(".json").read_text()).get("architecture") == "CustomResNet"
 )
-TARGETS = {"s10_custom_resnet.pt": 90.0, "s10_fast_recipe.pt": 90.0}  # recipes that must reach 90%
+TARGETS = {"s10_custom_resnet.pt": 90.0, "s10_fast_recipe.pt": 90.0, "s10_tricks_recipe.pt": 90.0}  # must reach 90%
 
 
 def test_weights_are_there():
     assert WEIGHTS / "s10_custom_resnet.pt" in S10_WEIGHTS  # the lesson's run
     assert WEIGHTS / "s10_original_recipe.pt" in S10_WEIGHTS
     assert WEIGHTS / "s10_fast_recipe.pt" in S10_WEIGHTS  # the short recipe's run
+    assert WEIGHTS / "s10_tricks_recipe.pt" in S10_WEIGHTS  # the tricks recipe's run, 90% in 6 epochs
 
 
 def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
@@ -56,6 +66,20 @@ def test_fast_weights_come_from_the_short_recipe(tmp_path: Path):
     assert summary["command"].startswith("python -m cifar.train --recipe fast ")
     tested = [row["epoch"] for row in summary["history"] if row["test_acc"] is not None]
     assert tested == [6, 11] and summary["first_epoch_90"] == first_epoch_reaching(summary["history"], 90.0) == 11
+
+
+def test_tricks_weights_come_from_the_tricks_recipe(tmp_path: Path):
+    """`python -m cifar.train --recipe tricks --seed 2` as the recipe is now trained the committed
+    weights/s10_tricks_recipe.pt (run with the options that then became the recipe): 90% within 6 epochs."""
+    config = replace(s10_tricks_recipe(), seed=2)
+    folder = restore_run(WEIGHTS / "s10_tricks_recipe.pt", tmp_path, config)  # raises on any difference
+    summary = json.loads((folder / "summary.json").read_text())
+    assert (
+        summary["command"].startswith("python -m cifar.train --recipe tricks ") and " --seed 2 " in summary["command"]
+    )
+    tested = [row["epoch"] for row in summary["history"] if row["test_acc"] is not None]
+    assert tested == [5, 6] and summary["first_epoch_90"] == first_epoch_reaching(summary["history"], 90.0) <= 6
+    assert len(torch.load(folder / "checkpoint.pt", weights_only=False)["lrs"]) == 6 * 196  # 196 batches of 256
 
 
 def test_a_range_test_rerun_before_restoring_is_drawn_with_the_runs_peak_lr(tmp_path: Path):
@@ -93,7 +117,13 @@ def test_the_run_report_is_the_records_numbers():
     assert table.loc["final test accuracy %"].tolist() == [90.52, 89.69]
 
 
-RECIPE_OF = {"s10_custom_resnet.pt": "lesson", "s10_original_recipe.pt": "original", "s10_fast_recipe.pt": "short"}
+RECIPE_OF = {
+    "s10_custom_resnet.pt": "lesson",
+    "s10_original_recipe.pt": "original",
+    "s10_fast_recipe.pt": "short",
+    "s10_tricks_recipe.pt": "tricks",
+}
+RUN_SEED = {"s10_tricks_recipe.pt": 2}  # runs of a recipe with another seed than its own (`--seed 2`)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPE_OF))
@@ -101,6 +131,7 @@ def test_named_recipes_write_the_committed_records(name: str):
     """Each named recipe, as S10Config holds it now, is recorded exactly as the committed weights' record says."""
     record = json.loads((WEIGHTS / name).with_suffix(".json").read_text())
     config = RECIPES[RECIPE_OF[name]]()
+    config = replace(config, seed=RUN_SEED.get(name, config.seed))
     assert recipe_record(config, record["recipe"]["max_lr"]) == record["recipe"]
     assert (config.epochs, config.seed) == (record["epochs"], record["seed"])
     model, _ = load_s10_weights(WEIGHTS / name)  # the options read back from the record

@@ -224,6 +224,22 @@ def load_cifar10(
     return _download_cifar10(split, Path(root) if root is not None else cache_dir() / "torchvision")
 
 
+def class_balanced_subset(images, labels, total: int | None, seed: int):
+    """About ``total`` samples in all, the same number of each class, drawn with ``seed``.
+
+    Each class gives ``total // classes`` samples (at least one), in their original order; the
+    whole split when ``total`` is None or not below its size.
+    """
+    if total is None or total >= len(labels):
+        return images, labels
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = max(1, total // len(classes))
+    keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes])
+    keep.sort()
+    return images[keep], labels[keep]
+
+
 def _download_cifar10(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     """torchvision's download (its pinned URL and md5 checks); ``$CIFAR_DOWNLOAD_MIRROR`` changes only the URL."""
     from torchvision.datasets import CIFAR10

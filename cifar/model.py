@@ -347,6 +347,100 @@ class ResNet50(ResNet):
         super().__init__(Bottleneck, [3, 4, 6, 3], num_classes, zero_init_residual, sigmoid)
 
 
+# ---------------------------------------------------------------------------- the paper's CIFAR-10 networks
+#
+# He, Zhang, Ren and Sun (2015), "Deep Residual Learning for Image Recognition", section 4.2:
+# a 3x3 conv (16 channels), then three stages of n blocks with 16, 32 and 64 channels at 32x32,
+# 16x16 and 8x8 (each block two 3x3 convs with batch norm), global average pooling and a 10-way
+# linear layer: 6n + 2 weighted layers. The "plain" network is the same stack without shortcuts;
+# the "residual" one adds identity shortcuts, option A where the shape changes (stride-2
+# subsampling and zero-padded channels: no parameters), so both have the same parameters.
+
+SHORTCUTS = ("plain", "residual")
+
+
+class ShortcutA(nn.Module):
+    """The paper's option A: the identity, subsampled by ``stride`` and zero-padded to ``out_channels``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"option A only adds channels: {in_channels} -> {out_channels}")
+        self.stride, self.extra = stride, out_channels - in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra:  # new channels are zeros, half before and half after the old ones
+            x = nn.functional.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        return x
+
+
+class CifarBlock(nn.Module):
+    """Two 3x3 convs with batch norm: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
+
+    With ``shortcut=False`` (the plain network) the ``+ shortcut(x)`` is left out and nothing else changes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, shortcut: bool = True):
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = ShortcutA(in_channels, out_channels, stride) if shortcut else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return self.relu(out)
+
+
+class CifarResNet(nn.Module):
+    """The paper's CIFAR-10 network with ``depth = 6n + 2`` layers, ``shortcut`` "residual" or "plain".
+
+    ResNet-20 (n = 3) has 269,722 parameters and ResNet-56 (n = 9) 853,018, the paper's 0.27M and
+    0.85M; the plain networks have the same. Convs start with He initialisation (fan-in), as in the paper.
+    """
+
+    def __init__(self, depth: int = 20, shortcut: str = "residual", num_classes: int = 10):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...), got {depth}")
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+        blocks = (depth - 2) // 6
+        self.depth, self.shortcut = depth, shortcut
+        self.in_channels = 16
+        self.conv1 = conv3x3(3, 16)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(16, blocks, stride=1)  # 32x32
+        self.layer2 = self._make_layer(32, blocks, stride=2)  # 16x16
+        self.layer3 = self._make_layer(64, blocks, stride=2)  # 8x8
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+
+    def _make_layer(self, channels: int, blocks: int, stride: int) -> nn.Sequential:
+        """One stage: a first block that may halve the size and widen, then ``blocks - 1`` at constant shape."""
+        residual = self.shortcut == "residual"
+        layers = [CifarBlock(self.in_channels, channels, stride, residual)]
+        layers += [CifarBlock(channels, channels, 1, residual) for _ in range(1, blocks)]
+        self.in_channels = channels
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 # ---------------------------------------------------------------------------- anatomy helpers
 
 RESNET50_PARAMETERS = 25_557_032

@@ -26,6 +26,7 @@ from .dataset import (
     CIFAR10_CLASSES,
     AlbumentationsDataset,
     TensorBatches,
+    class_balanced_subset,
     file_sha256,
     load_cifar10,
     local_cifar10_source,
@@ -145,22 +146,6 @@ class S10Data:
     train_labels: object
     test_images: object
     test_labels: object
-
-
-def class_balanced_subset(images, labels, total: int | None, seed: int):
-    """About ``total`` samples in all, the same number of each class, drawn with ``seed``.
-
-    Each class gives ``total // classes`` samples (at least one), in their original order; the
-    whole split when ``total`` is None or not below its size.
-    """
-    if total is None or total >= len(labels):
-        return images, labels
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per_class = max(1, total // len(classes))
-    keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes])
-    keep.sort()
-    return images[keep], labels[keep]
 
 
 def s10_data(

@@ -6,7 +6,8 @@ a resumable ``fit``), ``scheduler`` (optimizers, one-cycle, LR range test), ``bo
 (bounding-box data, IoU metrics and losses), ``transfer`` (fine-tuning a ResNet-34 with a new
 head), ``artifacts`` (atomic saves, run summaries, the weights format), ``utils`` (data location,
 device, precision, seeding, plots, Grad-CAM), ``rf`` (receptive fields), ``bench`` (throughput),
-``cli`` (the commands' shared options). Lessons: ``s10`` (the S10 CustomResNet on CIFAR-10),
+``cli`` (the commands' shared options). Lessons: ``residual`` (plain and residual networks of the
+paper's CIFAR-10 experiment, the degradation problem), ``s10`` (the S10 CustomResNet on CIFAR-10),
 ``raccoon`` (ResNet-50 bounding-box regression on the raccoon photos), ``fish`` (ResNet-34
 transfer learning on the fish photos).
 
@@ -48,12 +49,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "model": (
         "BasicBlock",
         "Bottleneck",
+        "CifarBlock",
+        "CifarResNet",
         "ConvBlock",
         "CustomResNet",
         "RESNET50_PARAMETERS",
         "ResNet",
         "ResNet50",
         "ResidualBlock",
+        "ShortcutA",
         "Stage",
         "count_weighted_layers",
         "load_imagenet_into",

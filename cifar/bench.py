@@ -161,7 +161,7 @@ def time_loader(batch_size: int = 512, batches: int = 20, num_workers: int = 2) 
 
 def time_photo_loaders(batches: int | None = None, num_workers: int = 2) -> dict[str, float]:
     """Images/s of the photo lessons' training loaders (decoding and augmentation, no model) with
-    ``num_workers`` workers: the raccoon photos at lesson 01's size, the fish photos at lesson 03's
+    ``num_workers`` workers: the raccoon photos at lesson 02's size, the fish photos at lesson 04's
     ImageNet-recipe size and batch. ``batches``: time at most this many after the warm-up one."""
     from .dataset import imagenet_train_transforms
     from .fish import fish_config, read_fish

@@ -85,7 +85,7 @@ def read_image(source: str | Path | bytes, name: str | None = None, mode: str = 
         raise _unreadable(name, error) from error
 
 
-#: The name the lessons use (notebook 03): the same function as :func:`read_image`.
+#: The name the lessons use (notebook 04): the same function as :func:`read_image`.
 read_rgb = read_image
 
 

@@ -1,4 +1,4 @@
-"""The fish lesson (notebook 03): transfer learning on underwater photos of 7 species.
+"""The fish lesson (notebook 04): transfer learning on underwater photos of 7 species.
 
 The data (:func:`fish_root`): 1,053 photos from Austrian fish passes, ``$CIFAR_DATA_DIR/fish_egu2017``
 or downloaded, split by :func:`transfer_data` into a seeded, stratified split that keeps every
@@ -7,7 +7,7 @@ comparison, both leaky; :data:`FISH_SPLITS`). The recipe is a :class:`FishConfig
 (:data:`FISH_RECIPES`): ``imagenet``, the original lesson's fine-tuning of a ResNet-34 from ImageNet
 weights (head, then all layers); ``random``, the same network from random weights, for when the
 ImageNet weights cannot be downloaded; ``s10``, the course's S10 network trained on CIFAR-10 in
-lesson 02 (committed weights, so a transfer that exists offline) with a new head, at 48x72.
+lesson 03 (committed weights, so a transfer that exists offline) with a new head, at 48x72.
 :func:`run_transfer` trains one run (for ResNet-34 it tries the weights and trains with the recipe
 that fits the start it got), :func:`run_seeds` a recipe over several seeds into a table, which
 :func:`seed_summary` and :func:`compare_seeds` read. On the command line::
@@ -74,7 +74,7 @@ from .utils import (
     seeded,
 )
 
-#: The S10 weights trained on CIFAR-10 in lesson 02, relative to the repository's root.
+#: The S10 weights trained on CIFAR-10 in lesson 03, relative to the repository's root.
 S10_WEIGHTS = "weights/s10_custom_resnet.pt"
 
 
@@ -129,7 +129,7 @@ def fish_random_recipe() -> FishConfig:
 
 
 def fish_s10_recipe() -> FishConfig:
-    """The S10 network of lesson 02 as the backbone, from its CIFAR-10 weights; ``weights=None`` gives the
+    """The S10 network of lesson 03 as the backbone, from its CIFAR-10 weights; ``weights=None`` gives the
     same network from random weights, trained the same way, for the comparison.
 
     48x72 input (the S10 network is costly per pixel: it keeps 64 and then 128 channels at full

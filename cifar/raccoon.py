@@ -1,4 +1,4 @@
-"""The raccoon lesson (notebook 01, part C): a ResNet-50 regresses one box per photo.
+"""The raccoon lesson (notebook 02, part C): a ResNet-50 regresses one box per photo.
 
 The data is the raccoon set (``$CIFAR_DATA_DIR/raccoon``, else downloaded: 200 photos, 217 boxes,
 the author's train/test split of 160/40 images). :class:`RaccoonConfig` is the recipe

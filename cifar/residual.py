@@ -38,7 +38,6 @@ NETWORKS = {
     "resnet20": (20, "residual"),
     "resnet56": (56, "residual"),
 }
-RECORDS_DIR = Path(__file__).resolve().parent.parent / "weights" / "records"
 
 
 @dataclass
@@ -94,8 +93,9 @@ def residual_data(
         test_images, test_labels, config.test_subset, derive_seed(config.seed, "test subset")
     )
     common = {"mean": CIFAR10_MEAN, "std": CIFAR10_STD, "device": device}
-    train = TensorBatches(train_images, train_labels, config.batch_size, train=True, seed=config.seed,
-                          pad=config.pad, cutout=0, **common)  # fmt: skip
+    train = TensorBatches(
+        train_images, train_labels, config.batch_size, train=True, seed=config.seed, pad=config.pad, cutout=0, **common
+    )
     test = TensorBatches(test_images, test_labels, 1000, train=False, **common)
     return train, test
 
@@ -104,6 +104,7 @@ def train_residual(
     config: ResidualConfig,
     checkpoint_dir: str | Path | None = None,
     root: str | Path | None = None,
+    download: bool = False,
     device: torch.device | None = None,
     amp_dtype: torch.dtype | None | str = "auto",
     progress: bool = True,
@@ -116,16 +117,28 @@ def train_residual(
     ``checkpoint_dir`` the run is saved every epoch and every 5 minutes, and resumes exactly.
     """
     device = device or get_device()
-    train, test = residual_data(config, root, device=device)
+    train, test = residual_data(config, root, download, device)
     model = residual_model(config)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.max_lr / 10, momentum=config.momentum,
-                                weight_decay=config.weight_decay)  # fmt: skip
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.max_lr / 10, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     schedule = one_cycle(optimizer, config.max_lr, config.epochs, len(train), config.pct_start, 10.0, 100.0)
     result = fit(
-        model, train, test, optimizer, schedule, config.epochs, device, seed=config.seed,
-        checkpoint_dir=checkpoint_dir, config=asdict(config), amp_dtype=amp_dtype, progress=progress,
-        checkpoint_minutes=5.0, log=log,
-    )  # fmt: skip
+        model,
+        train,
+        test,
+        optimizer,
+        schedule,
+        config.epochs,
+        device,
+        seed=config.seed,
+        checkpoint_dir=checkpoint_dir,
+        config=asdict(config),
+        amp_dtype=amp_dtype,
+        progress=progress,
+        checkpoint_minutes=5.0,
+        log=log,
+    )
     return model, result
 
 
@@ -143,6 +156,15 @@ def layer_gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.T
     loss = nn.functional.cross_entropy(model(images), labels)
     loss.backward()
     return [(name, layer.weight.grad.norm().item()) for name, layer in _weighted_layers(model)]
+
+
+def zero_branch(block: nn.Module) -> nn.Module:
+    """A copy of a :class:`~cifar.model.CifarBlock` whose branch gives zeros: its last BN's scale and shift at 0."""
+    block = copy.deepcopy(block)
+    with torch.no_grad():
+        block.bn2.weight.zero_()
+        block.bn2.bias.zero_()
+    return block
 
 
 # ----------------------------------------------------------------------------- records
@@ -166,16 +188,16 @@ def residual_record(config: ResidualConfig, model: nn.Module, history: list[dict
     }
 
 
-def record_file(name: str, seed: int = 0, folder: str | Path = RECORDS_DIR) -> Path:
+def record_file(folder: str | Path, name: str, seed: int = 0) -> Path:
     """``residual_<name>.json`` for seed 0, ``residual_<name>_seed<seed>.json`` for the others."""
     return Path(folder) / (f"residual_{name}.json" if seed == 0 else f"residual_{name}_seed{seed}.json")
 
 
-def load_records(folder: str | Path = RECORDS_DIR, seed: int = 0) -> dict[str, dict]:
-    """The committed records of the four networks for ``seed``, by name (a missing one is an error)."""
+def load_records(folder: str | Path, seed: int = 0) -> dict[str, dict]:
+    """The records of the four networks for ``seed`` in ``folder`` (``weights/records``), by name; all must exist."""
     records = {}
     for name in NETWORKS:
-        path = record_file(name, seed, folder)
+        path = record_file(folder, name, seed)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: train it with python -m cifar.residual --network {name}")
         records[name] = json.loads(path.read_text())
@@ -188,6 +210,49 @@ def load_residual_weights(path: str | Path) -> tuple[CifarResNet, dict]:
     model = CifarResNet(record["depth"], record["shortcut"])
     model.load_state_dict(state)
     return model.eval(), record
+
+
+def results_table(records: dict[str, dict]):
+    """One row per network: its size and, after the last epoch, training and test error (%) and the time."""
+    import pandas as pd
+
+    rows = []
+    for record in records.values():
+        last = record["history"][-1]
+        minutes = sum(row["seconds"] + row.get("eval_seconds", 0.0) for row in record["history"]) / 60
+        rows.append(
+            {
+                "network": record["architecture"],
+                "parameters": f"{record['parameters']:,}",
+                "epochs": record["epochs"],
+                "train error (%)": round(100 - last["train_acc"], 2),
+                "test error (%)": round(100 - last["test_acc"], 2),
+                "minutes": round(minutes, 1),
+            }
+        )
+    return pd.DataFrame(rows).set_index("network")
+
+
+def describe_degradation(records: dict[str, dict]) -> str:
+    """For the plain and the residual pair: is the 56-layer network's training error above the 20-layer one's?
+
+    One line per pair, with the training and test errors of both after the last epoch and the
+    epochs in which the deeper network's training error was the higher one.
+    """
+    lines = []
+    for shallow, deep in (("plain20", "plain56"), ("resnet20", "resnet56")):
+        a, b = records[shallow], records[deep]
+        train_a = [100 - row["train_acc"] for row in a["history"]]
+        train_b = [100 - row["train_acc"] for row in b["history"]]
+        worse = [row["epoch"] for row, x, y in zip(b["history"], train_a, train_b) if y > x]
+        test_a, test_b = 100 - a["history"][-1]["test_acc"], 100 - b["history"][-1]["test_acc"]
+        verdict = "higher" if train_b[-1] > train_a[-1] else "lower"
+        lines.append(
+            f"{b['architecture']} vs {a['architecture']}: training error {train_b[-1]:.2f}% vs {train_a[-1]:.2f}% "
+            f"({verdict} by {abs(train_b[-1] - train_a[-1]):.2f} points), test error {test_b:.2f}% vs {test_a:.2f}%; "
+            f"the deeper one's training error was the higher in epochs {worse or 'none'} of {len(train_b)}"
+        )
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -225,10 +290,21 @@ def plot_degradation(records: dict[str, dict]):
                 continue
             epochs = [row["epoch"] for row in record["history"]]
             colour = colours.get(record["depth"])
-            ax.plot(epochs, [100 - row["train_acc"] for row in record["history"]], "--", color=colour,
-                    label=f"{record['architecture']} train")  # fmt: skip
-            ax.plot(epochs, [100 - row["test_acc"] for row in record["history"]], "-", color=colour, lw=2,
-                    label=f"{record['architecture']} test")  # fmt: skip
+            ax.plot(
+                epochs,
+                [100 - row["train_acc"] for row in record["history"]],
+                "--",
+                color=colour,
+                label=f"{record['architecture']} train",
+            )
+            ax.plot(
+                epochs,
+                [100 - row["test_acc"] for row in record["history"]],
+                "-",
+                color=colour,
+                lw=2,
+                label=f"{record['architecture']} test",
+            )
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -247,9 +323,11 @@ _OVERRIDES = ("epochs", "batch_size", "max_lr", "weight_decay", "train_subset", 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = ResidualConfig()
     parser = cli.base_parser(
-        "python -m cifar.residual", "Train one network of the residual-connections lesson on CIFAR-10.",
-        out="runs/residual", data_help="CIFAR-10 folder (default: $CIFAR_DATA_DIR/cifar10)",
-    )  # fmt: skip
+        "python -m cifar.residual",
+        "Train one network of the residual-connections lesson on CIFAR-10.",
+        out="runs/residual",
+        data_help="CIFAR-10 folder (default: $CIFAR_DATA_DIR/cifar10)",
+    )
     parser.add_argument("--network", choices=sorted(NETWORKS), default="resnet20")
     parser.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
     parser.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
@@ -274,16 +352,19 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     amp_dtype = resolve_amp_dtype(device, PRECISIONS[args.precision])
     out = Path(args.out)
     started = time.time()
-    model, result = train_residual(config, out, args.data_dir, device, amp_dtype)
-    record = residual_record(config, model, result.history, cli.command_line("cifar.residual", argv),
-                             describe_device(device, amp_dtype))  # fmt: skip
+    model, result = train_residual(config, out, args.data_dir, args.download, device, amp_dtype)
+    record = residual_record(
+        config, model, result.history, cli.command_line("cifar.residual", argv), describe_device(device, amp_dtype)
+    )
     record["wall_seconds_this_call"] = round(time.time() - started, 1)
     save_weights(model, out / f"residual_{config.name}.pt", record)
     if args.weights:
         save_weights(model, args.weights, record)
     last = result.history[-1]
-    print(f"{config.name}: train error {100 - last['train_acc']:.2f}%, test error {100 - last['test_acc']:.2f}% "
-          f"after {config.epochs} epochs; {out}")  # fmt: skip
+    print(
+        f"{config.name}: train error {100 - last['train_acc']:.2f}%, test error {100 - last['test_acc']:.2f}% "
+        f"after {config.epochs} epochs; {out}"
+    )
     return record
 
 

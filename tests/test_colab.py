@@ -11,8 +11,8 @@ fetches, checks and loads them is the learner's. The server answers upstream's p
   ``$CIFAR_DATA_DIR``, byte-identical to upstream);
 * built: ``~kriz/cifar-10-python.tar.gz`` in torchvision's format, the whole of CIFAR-10 (50,000 +
   10,000 images) from our decoded local copy (JPEG, so not the real archive's pixels);
-* faked: torchvision's ImageNet weights for ResNet-50 (IMAGENET1K_V2, notebook 01) and ResNet-34
-  (IMAGENET1K_V1, notebook 03) at ``download.pytorch.org``'s paths: the architectures at a seeded
+* faked: torchvision's ImageNet weights for ResNet-50 (IMAGENET1K_V2, notebook 02) and ResNet-34
+  (IMAGENET1K_V1, notebook 04) at ``download.pytorch.org``'s paths: the architectures at a seeded
   random initialisation, so the pretrained branches run (their numbers mean nothing).
 
 The built and faked files cannot have upstream's checksums: before the first cell the kernel runs
@@ -147,7 +147,11 @@ def _expectations(s: Served) -> dict[str, Expect]:
                 f"mean {CIFAR_MEAN} std {CIFAR_STD}",  # the downloaded archive holds our copy's pixels
             ],
         ),
-        "01_resnet50_from_scratch.ipynb": Expect(
+        "01_residual_connections.ipynb": Expect(
+            {s.cifar},
+            ["resnet56: 56 weighted layers, 853,018 parameters (0.85M)", "restore: plain20, plain56, resnet20, resnet56"],
+        ),
+        "02_resnet50_from_scratch.ipynb": Expect(
             s.raccoon | {s.resnet50},
             [
                 "Pretrained weights loaded: ResNet50_Weights.IMAGENET1K_V2.",
@@ -156,8 +160,8 @@ def _expectations(s: Served) -> dict[str, Expect]:
             ],
             ["not loaded", "Skipped"],
         ),
-        "02_s10_custom_resnet.ipynb": Expect({s.cifar}, [f"mean: {CIFAR_MEAN}", f"std:  {CIFAR_STD}"]),
-        "03_fish_transfer_learning.ipynb": Expect(
+        "03_s10_custom_resnet.ipynb": Expect({s.cifar}, [f"mean: {CIFAR_MEAN}", f"std:  {CIFAR_STD}"]),
+        "04_fish_transfer_learning.ipynb": Expect(
             s.fish | {s.resnet34},
             [
                 "1,053 images, 7 classes",

@@ -1,7 +1,7 @@
-"""Notebook 02's prose quotes its own outputs (issue 18, "Keep it true").
+"""Notebook 03's prose quotes its own outputs (issue 18, "Keep it true").
 
-Every number in a markdown cell of notebook 02, and in the README's section on the S10 lesson's run,
-must appear in notebook 02's committed outputs (stream text, ``text/plain`` and ``text/markdown``,
+Every number in a markdown cell of notebook 03, and in the README's section on the S10 lesson's run,
+must appear in notebook 03's committed outputs (stream text, ``text/plain`` and ``text/markdown``,
 which includes the package source the notebook prints) or in the records of the runs the notebook
 reads (``weights/*.json``). The reading rules are ``tests/test_readme.py``'s (a more precise value
 that rounds to the quoted digits counts; code spans and ``>=`` thresholds are not numbers), plus:
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from test_readme import (
     LESSON_RUN,
-    NB02,
+    NB03,
     NUMBER,
     ORIGINAL_RUN,
     SHORT_RUN,
@@ -41,7 +41,7 @@ SECTION = re.compile(r"(?:section|##)\s*\d+\b", re.IGNORECASE)
 
 def _output_numbers() -> list[Decimal]:
     values = []
-    for cell in json.loads((ROOT / NB02).read_text())["cells"]:
+    for cell in json.loads((ROOT / NB03).read_text())["cells"]:
         for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
             texts = [output.get("text", "")] + [
                 output.get("data", {}).get(k, "") for k in ("text/plain", "text/markdown")
@@ -65,15 +65,15 @@ def _sources() -> list[Decimal]:
     return _output_numbers() + [value for spec in RECORDS for value in record_numbers(spec)]
 
 
-def test_notebook_02_prose_quotes_its_outputs():
+def test_notebook_03_prose_quotes_its_outputs():
     sources = _sources()
     missing = {}
-    for index, cell in enumerate(json.loads((ROOT / NB02).read_text())["cells"]):
+    for index, cell in enumerate(json.loads((ROOT / NB03).read_text())["cells"]):
         if cell["cell_type"] == "markdown":
             found = _unsourced("".join(cell["source"]), sources)
             if found:
                 missing[index] = found
-    assert not missing, f"numbers in notebook 02's markdown (cell: numbers) found in no output or record: {missing}"
+    assert not missing, f"numbers in notebook 03's markdown (cell: numbers) found in no output or record: {missing}"
 
 
 def test_readme_s10_section_quotes_notebook_02():

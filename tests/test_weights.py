@@ -83,7 +83,7 @@ def test_tricks_weights_come_from_the_tricks_recipe(tmp_path: Path):
 
 
 def test_a_range_test_rerun_before_restoring_is_drawn_with_the_runs_peak_lr(tmp_path: Path):
-    """Notebook 02 without a GPU: the range test runs on this machine, then the committed run is restored."""
+    """Notebook 03 without a GPU: the range test runs on this machine, then the committed run is restored."""
     config, lrs = S10Config(), [float(lr) for lr in np.geomspace(1e-5, 10, 100)]
     losses = [2.3 - 1.5 / (1 + np.exp(-4 * (np.log10(lr) + 1.5))) for lr in lrs]
     losses = [float(loss) for loss in losses]

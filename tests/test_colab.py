@@ -149,7 +149,10 @@ def _expectations(s: Served) -> dict[str, Expect]:
         ),
         "01_residual_connections.ipynb": Expect(
             {s.cifar},
-            ["resnet56: 56 weighted layers, 853,018 parameters (0.85M)", "restore: plain20, plain56, resnet20, resnet56"],
+            [
+                "resnet56: 56 weighted layers, 853,018 parameters (0.85M)",
+                "restore: plain20, plain56, resnet20, resnet56",
+            ],
         ),
         "02_resnet50_from_scratch.ipynb": Expect(
             s.raccoon | {s.resnet50},

@@ -155,32 +155,14 @@ def time_loader(batch_size: int = 512, batches: int = 20, num_workers: int = 2) 
     """
     images, labels, source = _images(batch_size * (batches + 1))
     dataset = AlbumentationsDataset(images, labels, train_transforms(MEAN, STD))
-    rate, count = _loader_rate(dataset, batch_size, num_workers)
+    rate, count = loader_rate(dataset, batch_size, num_workers)
     return {"loader_img_s": rate, "images": count, "workers": num_workers, "data": source}
 
 
-def time_photo_loaders(batches: int | None = None, num_workers: int = 2) -> dict[str, float]:
-    """Images/s of the photo lessons' training loaders (decoding and augmentation, no model) with
-    ``num_workers`` workers: the raccoon photos at lesson 01's size, the fish photos at lesson 03's
-    ImageNet-recipe size and batch. ``batches``: time at most this many after the warm-up one."""
-    from .dataset import imagenet_train_transforms
-    from .fish import fish_config, read_fish
-    from .raccoon import raccoon_config, raccoon_datasets
-
-    box_config = raccoon_config()
-    box_train, _ = raccoon_datasets(box_config)
-    recipe = fish_config("imagenet")
-    photos = read_fish(None, recipe)
-    photos = photos.subset(np.arange(len(photos)), imagenet_train_transforms(recipe.image_size))
-    results = {}
-    loaders = (("raccoon", box_train, box_config.batch_size), ("fish", photos, recipe.batch_size))
-    for name, dataset, batch_size in loaders:
-        results[f"{name}_img_s"], results[f"{name}_images"] = _loader_rate(dataset, batch_size, num_workers, batches)
-    return results
-
-
-def _loader_rate(dataset, batch_size: int, num_workers: int, batches: int | None = None) -> tuple[float, int]:
-    """(images/s, images timed) over one pass of a shuffled training loader, the first batch left out."""
+def loader_rate(dataset, batch_size: int, num_workers: int, batches: int | None = None) -> tuple[float, int]:
+    """(images/s, images timed) over one pass of a shuffled training loader of ``dataset``, the first batch
+    (worker start-up) left out; ``batches``: time at most this many. The photo lessons time their own loaders
+    with it (``python -m cifar.raccoon --time-loader``, ``python -m cifar.fish --time-loader``)."""
     loader = make_loader(dataset, batch_size, train=True, num_workers=num_workers, device="cpu")
     iterator = iter(loader)
     next(iterator)
@@ -351,8 +333,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "weights and batches, and compare loss curves and test accuracy")  # fmt: skip
     parser.add_argument("--loader", action="store_true",
                         help="instead: the albumentations DataLoader's images/s alone (2 workers)")  # fmt: skip
-    parser.add_argument("--photos", action="store_true",
-                        help="with --loader: also the photo lessons' training loaders")  # fmt: skip
     parser.add_argument("--plot", default=None, help="with --equivalence: save the loss curves to this PNG")
     parser.add_argument("--test-images", type=int, default=2000, help="with --equivalence: test images to score")
     return parser.parse_args(argv)
@@ -368,11 +348,6 @@ def _main(args: argparse.Namespace) -> dict:
         results = time_loader(args.batch_size or 512, 4 if args.fast else 20)
         print(f"albumentations DataLoader, {results['workers']} workers, {results['data']}: "
               f"{results['loader_img_s']:.0f} images/s over {results['images']} images")  # fmt: skip
-        if args.photos:
-            results.update(time_photo_loaders(2 if args.fast else None))
-            for name in ("raccoon", "fish"):
-                print(f"{name} photos' training loader, 2 workers: {results[f'{name}_img_s']:.0f} images/s "
-                      f"over {results[f'{name}_images']} images")  # fmt: skip
         return results
     if args.equivalence:
         steps, batch_size = args.equivalence, args.batch_size or 64

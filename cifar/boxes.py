@@ -12,8 +12,6 @@ The library of the raccoon lesson (:mod:`cifar.raccoon`), usable with any CSV of
   the original course's "accuracy" (:func:`original_accuracy`), kept only as a contrast;
 * :func:`box_model`, :func:`predict_boxes`, :func:`prediction_gallery`, :func:`measure_latency`,
   :func:`save_box_model` / :func:`load_box_model` (the course's weights format).
-
-``python -m cifar.boxes`` runs the raccoon lesson's command line (:func:`cifar.raccoon.main`).
 """
 
 from __future__ import annotations
@@ -693,8 +691,3 @@ def box_model(sigmoid: bool = True, pretrained: bool = False, seed: int | None =
     status = load_imagenet_into(model) if pretrained else "Random initialisation (pretrained=False)."
     return model, status
 
-
-if __name__ == "__main__":
-    from .raccoon import main
-
-    main()

@@ -1,4 +1,5 @@
-"""One convention for the course's commands (``python -m cifar.train``, ``.boxes``, ``.transfer``, ``.bench``, ``.rf``).
+"""One convention for the course's commands: each lesson's own (``python -m cifar.s10``, ``.raccoon``,
+``.fish``, ``.residual``), ``python -m cifar.bench`` and ``python -m cifar.rf``.
 
 The commands that train into a run folder start from :func:`base_parser`, which gives the same
 names to the same things: ``--fast`` (the smoke run: the lesson's fast mode, small subsets and

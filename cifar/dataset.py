@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -29,7 +28,7 @@ from PIL import Image
 from torch.nn import functional as nn_functional
 from torch.utils.data import DataLoader, Dataset
 
-from .utils import cache_dir, data_dir, derive_seed, get_device, seed_transform
+from .utils import DataError, cache_dir, data_dir, derive_seed, file_sha256, get_device, seed_transform
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -44,10 +43,6 @@ HOW_TO_GET_DATA = (
     "CIFAR_DATA_DIR to a folder holding cifar10/cifar10_train.zip and cifar10/cifar10_test.zip "
     "(or cifar10/train/<class>/*.jpg and cifar10/test/<class>/*.jpg), or pass --data-dir."
 )
-
-
-class DataError(ValueError):
-    """Raised for data that is missing or not in the expected layout; names path and fix."""
 
 
 def _check_split(split: str) -> None:
@@ -157,15 +152,6 @@ def read_class_zip(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise DataError(f"{archive} has no images for class(es) {', '.join(missing)} under {split}/.")
     return _stack(images, labels, f"{archive}:{split}/")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _source_key(source: Path) -> str:
@@ -661,43 +647,11 @@ class ImageFolderDataset(Dataset):
         return self.transform(image=image)["image"], int(self.labels[index])
 
 
-def fish_group(path: str | Path) -> str:
-    """The fish an image shows: its file name up to ``fishN`` (also ``nofishN``).
-
-    ``20150413_165229_B562_00408CF4B573_fish1_frame22.png`` -> ``..._fish1``; frames of one
-    fish share it. A name without ``fishN`` is its own group (its stem).
-    """
-    stem = Path(path).stem
-    match = re.match(r"(.*?fish\d+)", stem)
-    return match.group(1) if match else stem
-
-
-def kaggle_group(path: str | Path) -> str:
-    """The group of an image of Kaggle's fish set: its class folder and file stem, i.e. the image alone.
-
-    Kaggle's names (``00001.png`` ... in every class) say nothing about which fish a photo shows,
-    and :func:`fish_group` would put ``Trout/00001.png`` and ``Shrimp/00001.png`` in one group.
-    """
-    path = Path(path)
-    return f"{path.parent.name}/{path.stem}"
-
-
-def video_group(path: str | Path) -> str:
-    """The video an image comes from: its file name before ``_fishN`` / ``_nofishN`` (a stricter key).
-
-    One video can hold several tracks of what may be the same fish (one brown-trout video of the
-    offline set has 21), so grouping by video rules out that leak too, at the cost of fewer groups.
-    """
-    stem = Path(path).stem
-    match = re.match(r"(.*?)_(?:no)?fish\d+", stem)
-    return match.group(1) if match else stem
-
-
 def split_indices(labels, test_fraction: float = 0.2, seed: int = 0, groups=None) -> tuple[np.ndarray, np.ndarray]:
     """Seeded, stratified train/test split: sorted ``(train_idx, test_idx)``.
 
     Each class gets ``round(test_fraction * n_class)`` test images. With ``groups`` (one key per
-    sample, e.g. :func:`fish_group` of each path) whole groups go to one side: per class the
+    sample, e.g. :func:`cifar.fish.fish_group` of each path) whole groups go to one side: per class the
     groups are shuffled and taken into the test set while that brings its image count closer
     to the target, so no group straddles the split and the proportions hold approximately.
     A group with mixed labels is counted under its most frequent label. Every class with two
@@ -750,7 +704,7 @@ def shared_group_fraction(groups, train_idx, test_idx) -> float:
 
 def split_leak(groups, labels, train_idx, test_idx, classes=None):
     """How much a split leaks through ``groups``: per class and overall, the test images whose group
-    (e.g. the video, :func:`video_group` of each path) also has images in training.
+    (e.g. the video, :func:`cifar.fish.video_group` of each path) also has images in training.
 
     Measures any split, whatever it was grouped by. Returns a DataFrame indexed by class name
     (``classes``, default the label numbers) and ``"all"``, with the columns ``test images``,

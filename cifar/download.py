@@ -38,7 +38,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .dataset import DataError, file_sha256
+from .utils import DataError, file_sha256
 
 MIRROR_ENV = "CIFAR_DOWNLOAD_MIRROR"
 MANIFESTS = Path(__file__).resolve().parent / "manifests"

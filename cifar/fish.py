@@ -12,12 +12,13 @@ lesson 02 (committed weights, so a transfer that exists offline) with a new head
 that fits the start it got), :func:`run_seeds` a recipe over several seeds into a table, which
 :func:`seed_summary` and :func:`compare_seeds` read. On the command line::
 
-    python -m cifar.transfer --data-dir $CIFAR_DATA_DIR/fish_egu2017 --out runs/fish
+    python -m cifar.fish --data-dir $CIFAR_DATA_DIR/fish_egu2017 --out runs/fish
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -30,16 +31,14 @@ from torch import nn
 
 from . import cli
 from .artifacts import save_history, write_summary
+from .bench import loader_rate
 from .dataset import (
     ImageFolderDataset,
-    fish_group,
     imagenet_eval_transforms,
     imagenet_train_transforms,
-    kaggle_group,
     make_loader,
     shared_group_fraction,
     split_indices,
-    video_group,
 )
 from .download import FISH_EGU2017, download_kaggle_fish, download_source, kaggle_fish_root
 from .train import predict
@@ -208,6 +207,41 @@ def _per_class(indices: np.ndarray, labels: np.ndarray, n: int | None, seed: int
     return np.sort(np.concatenate(keep))
 
 
+# ----------------------------------------------------------------------------- the file-name rules
+
+
+def fish_group(path: str | Path) -> str:
+    """The fish an image shows: its file name up to ``fishN`` (also ``nofishN``).
+
+    ``20150413_165229_B562_00408CF4B573_fish1_frame22.png`` -> ``..._fish1``; frames of one
+    fish share it. A name without ``fishN`` is its own group (its stem).
+    """
+    stem = Path(path).stem
+    match = re.match(r"(.*?fish\d+)", stem)
+    return match.group(1) if match else stem
+
+
+def kaggle_group(path: str | Path) -> str:
+    """The group of an image of Kaggle's fish set: its class folder and file stem, i.e. the image alone.
+
+    Kaggle's names (``00001.png`` ... in every class) say nothing about which fish a photo shows,
+    and :func:`fish_group` would put ``Trout/00001.png`` and ``Shrimp/00001.png`` in one group.
+    """
+    path = Path(path)
+    return f"{path.parent.name}/{path.stem}"
+
+
+def video_group(path: str | Path) -> str:
+    """The video an image comes from: its file name before ``_fishN`` / ``_nofishN`` (a stricter key).
+
+    One video can hold several tracks of what may be the same fish (one brown-trout video of the
+    offline set has 21), so grouping by video rules out that leak too, at the cost of fewer groups.
+    """
+    stem = Path(path).stem
+    match = re.match(r"(.*?)_(?:no)?fish\d+", stem)
+    return match.group(1) if match else stem
+
+
 #: How each split of the offline set groups its images: whole videos, whole fish, or none (single frames).
 FISH_SPLITS: dict[str, Callable[[Path], str] | None] = {"video": video_group, "fish": fish_group, "frames": None}
 #: The fish lesson's data sources and the group that overrides the split's for a source whose file names
@@ -240,6 +274,18 @@ def read_fish(root: str | Path | None, config: FishConfig) -> ImageFolderDataset
     ``cache``: decode every image once and keep it in memory)."""
     return ImageFolderDataset.from_folder(fish_root() if root is None else root, on_error=config.on_error,
                                           cache=config.cache)  # fmt: skip
+
+
+def time_training_loader(
+    batches: int | None = None, num_workers: int = 2, root: str | Path | None = None
+) -> dict[str, float]:
+    """Images/s of the ImageNet recipe's training loader (decoding and augmentation, no model) at its size and
+    batch, with ``num_workers`` workers; ``batches``: time at most this many after the warm-up one."""
+    recipe = fish_config("imagenet")
+    photos = read_fish(root, recipe)
+    photos = photos.subset(np.arange(len(photos)), imagenet_train_transforms(recipe.image_size))
+    rate, images = loader_rate(photos, recipe.batch_size, num_workers, batches)
+    return {"fish_img_s": rate, "fish_images": images}
 
 
 def split_groups(paths: Sequence[Path], split: str, group_fn: Callable[[Path], str] | None = None) -> list[str] | None:
@@ -574,7 +620,7 @@ _OVERRIDES = (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = fish_imagenet_recipe()
     parser = cli.base_parser(
-        "python -m cifar.transfer", "Fine-tune a pretrained network on a class-folder image set (the fish lesson).",
+        "python -m cifar.fish", "Fine-tune a pretrained network on a class-folder image set (the fish lesson).",
         out="runs/fish", data_help="class-folder root (default: $CIFAR_DATA_DIR/fish_egu2017, else downloaded)",
     )  # fmt: skip
     parser.add_argument("--recipe", choices=["auto", *FISH_RECIPES], default="auto",
@@ -601,6 +647,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "single frames (leaks by fish); the last two for comparison")  # fmt: skip
     parser.add_argument("--on-error", choices=["raise", "skip"], help="unreadable images (default: raise)")
     parser.add_argument("--max-steps", dest="max_steps_per_epoch", type=int, help="cap batches per epoch (smoke tests)")
+    parser.add_argument("--time-loader", action="store_true",
+                        help="instead of training: the training loader's images/s (2 workers; --fast: 2 batches)")
     args = parser.parse_args(argv)
     if args.image_size is not None:
         args.image_size = tuple(args.image_size)
@@ -621,6 +669,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    if args.time_loader:
+        results = time_training_loader(2 if args.fast else None, root=args.data_dir)
+        print(f"fish photos' training loader, 2 workers: {results['fish_img_s']:.0f} images/s "
+              f"over {results['fish_images']} images")  # fmt: skip
+        return results
     config = config_from_args(args, "imagenet" if args.recipe == "auto" else args.recipe)
     random_config = None
     if args.recipe == "auto":  # --weights names the weights to try, not those of the random start
@@ -637,7 +690,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     plot_lrs(result.lrs, steps).savefig(out / "lr_trace.png", dpi=120, bbox_inches="tight")
     plot_confusion(result.confusion, result.classes).savefig(out / "confusion.png", dpi=120, bbox_inches="tight")
     print(per_class_accuracy(result.confusion, result.classes).to_string())
-    return write_summary(out, command=cli.command_line("cifar.transfer", argv))
+    return write_summary(out, command=cli.command_line("cifar.fish", argv))
 
 
 if __name__ == "__main__":

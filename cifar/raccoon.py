@@ -6,7 +6,7 @@ the author's train/test split of 160/40 images). :class:`RaccoonConfig` is the r
 :func:`train_raccoon` the training through :func:`cifar.train.fit`, all on the box library of
 :mod:`cifar.boxes`. On the command line::
 
-    python -m cifar.boxes --epochs 30 --out runs/raccoon
+    python -m cifar.raccoon --epochs 30 --out runs/raccoon
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from . import cli
 from .artifacts import write_summary
+from .bench import loader_rate
 from .boxes import (
     BOX_LOSSES,
     BoxDataset,
@@ -100,6 +101,17 @@ def raccoon_datasets(config: RaccoonConfig, root: str | Path | None = None) -> t
     return train_set, test_set
 
 
+def time_training_loader(
+    batches: int | None = None, num_workers: int = 2, root: str | Path | None = None
+) -> dict[str, float]:
+    """Images/s of the lesson's training loader (decoding and augmentation, no model) at its size and batch,
+    with ``num_workers`` workers; ``batches``: time at most this many after the warm-up one."""
+    config = raccoon_config()
+    train_set, _ = raccoon_datasets(config, root)
+    rate, images = loader_rate(train_set, config.batch_size, num_workers, batches)
+    return {"raccoon_img_s": rate, "raccoon_images": images}
+
+
 @dataclass
 class RaccoonRun:
     """What :func:`train_raccoon` returns: the trained model, its history and test metrics."""
@@ -163,7 +175,7 @@ _OVERRIDES = ("epochs", "batch_size", "lr", "image_size", "loss", "sigmoid", "pr
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = RaccoonConfig()
     parser = cli.base_parser(
-        "python -m cifar.boxes", "Train the ResNet-50 raccoon box regressor (the lesson's recipe).",
+        "python -m cifar.raccoon", "Train the ResNet-50 raccoon box regressor (the lesson's recipe).",
         out="runs/raccoon", data_help="raccoon folder (default: $CIFAR_DATA_DIR/raccoon, else downloaded)",
     )  # fmt: skip
     parser.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
@@ -177,6 +189,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="start from ImageNet weights (needs internet)")  # fmt: skip
     parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
     parser.add_argument("--latency-repeats", type=int, default=20, help="0 skips the latency measurement")
+    parser.add_argument("--time-loader", action="store_true",
+                        help="instead of training: the training loader's images/s (2 workers; --fast: 2 batches)")
     return parser.parse_args(argv)
 
 
@@ -192,6 +206,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    if args.time_loader:
+        results = time_training_loader(2 if args.fast else None, root=args.data_dir)
+        print(f"raccoon photos' training loader, 2 workers: {results['raccoon_img_s']:.0f} images/s "
+              f"over {results['raccoon_images']} images")  # fmt: skip
+        return results
     config = config_from_args(args)
     out = Path(args.out)
     device = get_device()
@@ -205,7 +224,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     gallery = prediction_gallery(run.model, run.test_set, predicted=run.predicted, thumbnail=None)
     gallery.savefig(out / "gallery.png", dpi=100, bbox_inches="tight")
     summary = {
-        "command": cli.command_line("cifar.boxes", argv), "config": asdict(config),
+        "command": cli.command_line("cifar.raccoon", argv), "config": asdict(config),
         "device": describe_device(device, amp_dtype), "init": run.init_status,
         "wall_seconds_this_call": round(seconds, 1), "metrics": run.metrics,
     }  # fmt: skip

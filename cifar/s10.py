@@ -1,4 +1,4 @@
-"""The S10 lesson: CustomResNet on CIFAR-10, its recipes, their records, and ``python -m cifar.train``.
+"""The S10 lesson: CustomResNet on CIFAR-10, its recipes, their records, and ``python -m cifar.s10``.
 
 A recipe is an :class:`S10Config` (the lesson's own is the default; :data:`RECIPES` names the
 others). :func:`s10_data`, :func:`s10_model`, :func:`s10_max_lr` and :func:`s10_fit` run it
@@ -380,7 +380,7 @@ def evaluate_weights(
 def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | None = None) -> Path:
     """Rebuild a finished run folder from saved weights and their record, without training.
 
-    ``run_dir`` gets what a finished ``python -m cifar.train`` leaves there: a checkpoint (the
+    ``run_dir`` gets what a finished ``python -m cifar.s10`` leaves there: a checkpoint (the
     weights in float32, the run's history, the LR of every batch recomputed from its schedule),
     ``history.csv``/``.json`` and ``summary.json`` (configuration, peak LR, device, command, time).
     The notebook and :func:`fit` then find a finished run and go straight to its analysis. The
@@ -446,7 +446,7 @@ def run_results(history: list[dict], target: float = 90.0) -> dict:
 
 
 def run_report(history: list[dict], device: str | None = None, target: float = 90.0) -> str:
-    """:func:`run_results` as the lines the notebook and ``python -m cifar.train`` print."""
+    """:func:`run_results` as the lines the notebook and ``python -m cifar.s10`` print."""
     r = run_results(history, target)
     return "\n".join([
         f"epochs: {r['epochs']}  |  final test accuracy: {r['final_acc']:.2f}%  |  best: {r['best_acc']:.2f}% "
@@ -501,7 +501,7 @@ def parse_trick(text: str) -> tuple[str, object]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = S10Config()
     parser = cli.base_parser(
-        "python -m cifar.train", "Train the S10 CustomResNet on CIFAR-10 (the lesson's recipe).", out="runs/s10",
+        "python -m cifar.s10", "Train the S10 CustomResNet on CIFAR-10 (the lesson's recipe).", out="runs/s10",
         data_help="folder with cifar10_{train,test}.zip or train/ test/ class folders "
         "(default: $CIFAR_DATA_DIR/cifar10)",
     )  # fmt: skip
@@ -755,7 +755,7 @@ def _run_s10(config: S10Config, args: argparse.Namespace, argv: list[str] | None
     model = s10_model(config, data)
     max_lr, _ = s10_max_lr(model, data, config, device, out)
     print(f"one-cycle peak LR {max_lr:.3e}")
-    command = cli.command_line("cifar.train", argv)
+    command = cli.command_line("cifar.s10", argv)
     device_name, previous = describe_device(device, amp_dtype), read_summary(out).get("device")
     if previous and (out / CHECKPOINT_NAME).is_file():  # a resumed run keeps naming where it began
         device_name = previous if previous.endswith(device_name) else f"{previous}, resumed on {device_name}"

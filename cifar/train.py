@@ -1,8 +1,8 @@
 """The training engine: one epoch, prediction and evaluation, and a resumable ``fit``.
 
 Nothing here knows about a lesson: the S10 recipe is in :mod:`cifar.s10`, the raccoon boxes in
-:mod:`cifar.raccoon`, the fish in :mod:`cifar.fish`. ``python -m cifar.train`` runs the S10
-lesson's command line (:func:`cifar.s10.main`).
+:mod:`cifar.raccoon`, the fish in :mod:`cifar.fish`; each lesson's command is its own module's
+(``python -m cifar.s10``).
 """
 
 from __future__ import annotations
@@ -531,8 +531,3 @@ def label_smoothing_floor(num_classes: int, smoothing: float) -> float:
     target = [1 - smoothing + smoothing / num_classes] + [smoothing / num_classes] * (num_classes - 1)
     return -sum(p * math.log(p) for p in target if p > 0)
 
-
-if __name__ == "__main__":
-    from .s10 import main
-
-    main()

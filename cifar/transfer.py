@@ -10,8 +10,6 @@ trained on CIFAR-10 as a backbone that exists offline (:func:`s10_backbone_weigh
 :func:`unfreeze`, discriminative learning rates (:func:`parameter_groups`), the original lesson's
 :func:`fit_one_cycle`, and the classifier saved with its class names in the course's weights
 format (:func:`save_classifier` / :func:`load_classifier`).
-
-``python -m cifar.transfer`` runs the fish lesson's command line (:func:`cifar.fish.main`).
 """
 
 from __future__ import annotations
@@ -289,8 +287,3 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
     model.load_state_dict(state)
     return model.eval(), record
 
-
-if __name__ == "__main__":
-    from .fish import main
-
-    main()

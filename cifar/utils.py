@@ -1,4 +1,4 @@
-"""Small helpers every lesson uses: data location, fast mode, seeding, device, precision."""
+"""Small helpers every lesson uses: data location and its errors, fast mode, seeding, device, precision."""
 
 from __future__ import annotations
 
@@ -47,6 +47,19 @@ def runs_dir(default: str | Path = "runs") -> Path:
     resumes from its last checkpoint after a disconnect instead of starting again.
     """
     return Path(os.environ.get(RUNS_ENV) or default).expanduser()
+
+
+class DataError(ValueError):
+    """Raised for data that is missing or not in the expected layout; names path and fix."""
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fast_mode() -> bool:

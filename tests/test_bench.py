@@ -103,11 +103,13 @@ def test_table_names_the_precision_each_path_used():
 
 
 def test_photo_loader_rates_time_the_lessons_loaders(capsys):
-    """--photos times the raccoon and fish training loaders: at most 2 batches after the first, in fast mode."""
+    """--time-loader times the raccoon and fish training loaders: at most 2 batches after the first, in fast mode."""
+    from cifar import fish, raccoon
+
     root = os.environ.get("CIFAR_DATA_DIR")
     if not root or not all((Path(root) / name).is_dir() for name in ("raccoon", "fish_egu2017")):
         pytest.skip("the raccoon and fish photos are absent: set CIFAR_DATA_DIR to a folder holding both")
-    results = bench.main(["--loader", "--photos", "--fast", "--batch-size", "8"])
+    results = {**raccoon.main(["--time-loader", "--fast"]), **fish.main(["--time-loader", "--fast"])}
     assert results["raccoon_images"] == 2 * 16 and results["fish_images"] == 2 * 128  # their lessons' batch sizes
     assert results["raccoon_img_s"] > 0 and results["fish_img_s"] > 0
     out = capsys.readouterr().out

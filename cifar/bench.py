@@ -43,7 +43,7 @@ from .dataset import (
 )
 from .model import CustomResNet
 from .scheduler import one_cycle
-from .train import accuracy_score, evaluate, train_one_epoch
+from .train import EpochTotals, ResumableBatches, StepOptions, accuracy_score, evaluate, train_one_epoch
 from .utils import autocast, autocast_dtype, describe_device, get_device, grad_scaler, seed_everything, seed_loader
 
 MEAN, STD = CIFAR10_MEAN, CIFAR10_STD
@@ -255,8 +255,10 @@ def precision_equivalence(
         loader = make_loader(train_set, batch_size, train=True, seed=0, num_workers=0, device=device)
         seed_loader(loader, 0)
         loss_fn = nn.CrossEntropyLoss()
-        train = train_one_epoch(model, loader, optimizer, loss_fn, device, schedule, amp, channels_last,
-                                progress=progress, desc=name, max_steps=steps)  # fmt: skip
+        totals = EpochTotals()
+        batches = ResumableBatches(loader, totals, device=device, max_steps=steps, desc=name if progress else None)
+        options = StepOptions(device, amp, channels_last)
+        train = train_one_epoch(model, batches, optimizer, loss_fn, schedule, options, totals)
         losses = train["losses"]
         test = evaluate(model, make_loader(test_set, 500, train=False, device=device), device, amp, channels_last,
                         score_fn=accuracy_score)  # fmt: skip

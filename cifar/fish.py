@@ -41,11 +41,12 @@ from .dataset import (
     split_indices,
 )
 from .download import FISH_EGU2017, download_kaggle_fish, download_source, kaggle_fish_root
-from .train import predict
+from .train import FitOptions, predict
 from .transfer import (
     IMAGENET_WEIGHTS,
     NORMALIZATION,
     RANDOM_WEIGHTS,
+    OneCycle,
     extract_features,
     fit_one_cycle,
     freeze_backbone,
@@ -371,10 +372,10 @@ def _loaders(dataset: ImageFolderDataset, train_idx, test_idx, config: FishConfi
     )
 
 
-def _train_stages(model, stages, train_loader, test_loader, config, weights_used, folder, **fit_options):
+def _train_stages(model, stages, loaders, config, weights_used, folder, options: FitOptions):
     """Each stage of ``stages`` in turn (frozen backbone or all layers) with :func:`fit_one_cycle`;
     returns the history (epochs numbered across stages, each row with its stage) and every batch's LR."""
-    log = fit_options["log"]
+    log = options.log
     history: list[dict] = []
     lrs: list[float] = []
     for number, (name, epochs, max_lr, factor, frozen) in enumerate(stages, 1):
@@ -384,12 +385,13 @@ def _train_stages(model, stages, train_loader, test_loader, config, weights_used
             unfreeze(model)
         log(f"stage {number}/{len(stages)}: {name}, {epochs} epoch(s), one-cycle max LR {max_lr:g}")
         stage_dir = folder / f"stage{number}_{name.replace(' ', '_')}" if folder is not None else None
-        result = fit_one_cycle(
-            epochs, max_lr, model, train_loader, test_loader, config.weight_decay, config.grad_clip,
-            config.optimizer, backbone_lr_factor=factor, seed=derive_seed(config.seed, "stage", number),
+        cycle = OneCycle(config.optimizer, config.weight_decay, backbone_lr_factor=factor)
+        stage_options = replace(
+            options, grad_clip=config.grad_clip, seed=derive_seed(config.seed, "stage", number),
             checkpoint_dir=stage_dir, config={**asdict(config), "stage": name, "weights_used": weights_used},
-            max_steps_per_epoch=config.max_steps_per_epoch, **fit_options,
+            max_steps_per_epoch=config.max_steps_per_epoch,
         )  # fmt: skip
+        result = fit_one_cycle(epochs, max_lr, model, *loaders, cycle, stage_options)
         history += [{**row, "epoch": len(history) + row["epoch"], "stage": name} for row in result.history]
         lrs += result.lrs
     unfreeze(model)
@@ -400,12 +402,9 @@ def run_transfer(
     root: str | Path | None = None,
     config: FishConfig | None = None,
     out: str | Path | None = None,
-    device: torch.device | None = None,
-    progress: bool = True,
-    log: Callable[[str], object] = print,
+    options: FitOptions | None = None,
     group_fn: Callable[[Path], str] | None = None,
     random_config: FishConfig | None = None,
-    amp_dtype: torch.dtype | None | str = "auto",
     dataset: ImageFolderDataset | None = None,
 ) -> TransferResult:
     """Train the lesson's classifier (``config.arch``) on a class-folder set and test it.
@@ -416,19 +415,23 @@ def run_transfer(
     (:func:`transfer_data`), then one-cycle stages (:func:`_plan`): pretrained, ``head_epochs`` with
     the backbone frozen then ``fine_tune_epochs`` of all layers; random, one stage of all layers for
     as many epochs, unless ``stages="two"``. ``out``: each stage checkpointed there (a rerun resumes),
-    and the classifier, history and summary saved. ``amp_dtype``: as in :func:`cifar.train.fit`.
+    and the classifier, history and summary saved. ``options`` (:class:`~cifar.train.FitOptions`): the
+    device, precision (the same for training, testing and the final test), progress bar and log.
     """
-    config, device, started = config or fish_config(), device or get_device(), time.perf_counter()
+    config, started = config or fish_config(), time.perf_counter()
+    options = options if options is not None else FitOptions()
+    device = options.device if options.device is not None else get_device()
+    amp_dtype = resolve_amp_dtype(device, options.amp_dtype)
+    options, log = replace(options, device=device, amp_dtype=amp_dtype), options.log
     config, state, weights_used = _start(config, random_config, log)
     dataset, train_idx, test_idx, leak = transfer_data(root, config, group_fn, dataset)
     train_loader, test_loader = _loaders(dataset, train_idx, test_idx, config, device)
-    amp_dtype = resolve_amp_dtype(device, amp_dtype)  # the same precision for training, testing and the final test
     model = _classifier(config, state, len(dataset.classes))
     log(f"{len(dataset.classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({config.split} split, "
         f"{100 * leak:.0f}% of test images share a video with training); weights: {weights_used}")  # fmt: skip
     folder, stages = Path(out) if out is not None else None, _plan(config, weights_used)
-    history, lrs = _train_stages(model, stages, train_loader, test_loader, config, weights_used, folder, device=device,
-                                 progress=progress, log=log, amp_dtype=amp_dtype)  # fmt: skip
+    loaders = (train_loader, test_loader)
+    history, lrs = _train_stages(model, stages, loaders, config, weights_used, folder, options)
     outputs, targets = predict(model, test_loader, device, amp_dtype)
     accuracy = (outputs.argmax(1) == targets).float().mean().item() * 100
     result = TransferResult(
@@ -502,22 +505,24 @@ def run_seeds(
     root: str | Path | None = None,
     name: str | None = None,
     dataset: ImageFolderDataset | None = None,
-    log: Callable[[str], object] = print,
-    **run_options,
+    options: FitOptions | None = None,
+    random_config: FishConfig | None = None,
 ) -> pd.DataFrame:
     """The recipe ``config`` once per seed; a tidy table, one row per run (:func:`seed_row`'s columns).
 
     The seed sets the split (which videos are tested), the new head's initialisation and the order
     and augmentation of the batches, so the spread over seeds is the spread a learner rerunning the
     lesson would see. Two recipes run with the same seeds share their splits: compare them seed by
-    seed (:func:`compare_seeds`). Each run prints one line (``log``); ``run_options`` go to
-    :func:`run_transfer` (``device``, ``amp_dtype``, ``random_config``...); no checkpoints.
+    seed (:func:`compare_seeds`). Each run prints one line (``options.log``); ``options`` (device,
+    precision) and ``random_config`` go to :func:`run_transfer`; no checkpoints.
     """
     dataset = dataset if dataset is not None else read_fish(root, config)
+    options = options if options is not None else FitOptions()
+    quiet, log = replace(options, progress=False, log=_silent), options.log
     rows = []
     for seed in seeds:
-        result = run_transfer(root, replace(config, seed=seed), progress=False, log=_silent, dataset=dataset,
-                              **run_options)  # fmt: skip
+        result = run_transfer(root, replace(config, seed=seed), None, quiet, random_config=random_config,
+                              dataset=dataset)  # fmt: skip
         rows.append(seed_row(result, name))
         row = rows[-1]
         log(f"{row['config']}, seed {seed}: final {row['final acc %']:.1f}%, best {row['best acc %']:.1f}% "
@@ -683,8 +688,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     amp_dtype = resolve_amp_dtype(device, PRECISIONS[args.precision])
     print(f"device: {describe_device(device, amp_dtype)}")
     root = fish_root(args.data_dir, args.source)
-    result = run_transfer(root, config, out, device, group_fn=FISH_GROUPS[args.source], random_config=random_config,
-                          amp_dtype=amp_dtype)  # fmt: skip
+    options = FitOptions(device=device, amp_dtype=amp_dtype)
+    result = run_transfer(root, config, out, options, FISH_GROUPS[args.source], random_config)
     plot_history(result.history, target=None).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
     steps = max(1, len(result.lrs) // max(1, len(result.history)))
     plot_lrs(result.lrs, steps).savefig(out / "lr_trace.png", dpi=120, bbox_inches="tight")

@@ -39,7 +39,7 @@ from .boxes import (
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader
 from .download import RACCOON, download_source
 from .model import ResNet50
-from .train import fit, predict
+from .train import FitOptions, fit, predict
 from .utils import PRECISIONS, cache_dir, data_dir, describe_device, get_device, resolve_amp_dtype
 
 HOW_TO_GET_RACCOON = (
@@ -155,11 +155,12 @@ def train_raccoon(
     test_loader = make_loader(test_set, 2 * config.batch_size, train=False, num_workers=num_workers, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     amp_dtype = resolve_amp_dtype(device, amp_dtype if config.amp else None)
-    result = fit(
-        model, train_loader, test_loader, optimizer, None, config.epochs, device, loss_fn=box_loss(config.loss),
+    options = FitOptions(
+        device=device, amp_dtype=amp_dtype, loss_fn=box_loss(config.loss), score_fn=iou_score, score_name="iou",
         seed=config.seed, checkpoint_dir=checkpoint_dir, config={**asdict(config), "iou": IOU_UNIT},
-        amp_dtype=amp_dtype, progress=progress, score_fn=iou_score, score_name="iou", log=log,
-    )  # fmt: skip
+        progress=progress, log=log,
+    )
+    result = fit(model, train_loader, test_loader, optimizer, None, config.epochs, options)
     predicted, true = predict(model, test_loader, device, amp_dtype, False)  # in the precision fit tested in
     metrics = box_metrics(predicted, true, test_set.sizes)
     metrics["test_loss"] = float(box_loss(config.loss)(predicted, true))

@@ -28,7 +28,7 @@ from .artifacts import load_weights, save_weights
 from .dataset import CIFAR10_MEAN, CIFAR10_STD, TensorBatches, class_balanced_subset, load_cifar10
 from .model import CifarResNet
 from .scheduler import one_cycle
-from .train import FitResult, fit
+from .train import FitOptions, FitResult, fit
 from .utils import PRECISIONS, count_parameters, derive_seed, describe_device, get_device, resolve_amp_dtype, seeded
 
 #: The four networks of the lesson: name -> (depth, shortcut). Names as in the paper's Figure 6.
@@ -121,11 +121,11 @@ def train_residual(
     optimizer = torch.optim.SGD(model.parameters(), lr=config.max_lr / 10, momentum=config.momentum,
                                 weight_decay=config.weight_decay)  # fmt: skip
     schedule = one_cycle(optimizer, config.max_lr, config.epochs, len(train), config.pct_start, 10.0, 100.0)
-    result = fit(
-        model, train, test, optimizer, schedule, config.epochs, device, seed=config.seed,
-        checkpoint_dir=checkpoint_dir, config=asdict(config), amp_dtype=amp_dtype, progress=progress,
-        checkpoint_minutes=5.0, log=log,
-    )  # fmt: skip
+    options = FitOptions(
+        device=device, amp_dtype=amp_dtype, seed=config.seed, checkpoint_dir=checkpoint_dir, config=asdict(config),
+        checkpoint_minutes=5.0, progress=progress, log=log,
+    )
+    result = fit(model, train, test, optimizer, schedule, config.epochs, options)
     return model, result
 
 

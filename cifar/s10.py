@@ -44,7 +44,16 @@ from .model import (
     use_ghost_batch_norm,
 )
 from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle, range_test_figure, weight_and_bias_groups
-from .train import CHECKPOINT_NAME, FitResult, WeightAverage, evaluate, first_epoch_reaching, fit, run_seconds
+from .train import (
+    CHECKPOINT_NAME,
+    FitOptions,
+    FitResult,
+    WeightAverage,
+    evaluate,
+    first_epoch_reaching,
+    fit,
+    run_seconds,
+)
 from .utils import (
     PRECISIONS,
     data_dir,
@@ -238,34 +247,40 @@ def s10_fit(
     max_lr: float,
     device: torch.device,
     checkpoint_dir: str | Path | None = None,
-    progress: bool = True,
-    max_steps_per_epoch: int | None = None,
-    log=print,
-    checkpoint_minutes: float | None = 5.0,
-    amp_dtype: torch.dtype | None | str = "auto",
+    options: FitOptions | None = None,
 ) -> FitResult:
-    """One-cycle training of the recipe with ``max_lr`` as the peak; resumable (with ``checkpoint_dir``:
-    saved after every epoch and, within an epoch, every ``checkpoint_minutes``). ``amp_dtype``: see :func:`fit`."""
+    """One-cycle training of the recipe with ``max_lr`` as the peak; resumable with ``checkpoint_dir``.
+
+    ``options`` says how to run (progress, log, precision, a cap on the batches per epoch, how often
+    to save within an epoch; default: a save every 5 minutes); the recipe sets the rest (loss, seed,
+    tests, weight average), and the configuration saved with the checkpoints is the recipe's.
+    """
     tricks = config.tricks
     groups = weight_and_bias_groups(model, config.weight_decay, tricks.bias_lr_factor)
     max_lrs = [max_lr * group["lr_factor"] for group in groups]
     optimizer = make_optimizer(config.optimizer, groups, max_lr / config.div_factor, config.weight_decay)
-    steps = len(data.train_loader) if max_steps_per_epoch is None else min(max_steps_per_epoch, len(data.train_loader))
+    options = options if options is not None else FitOptions(checkpoint_minutes=5.0)
+    steps = len(data.train_loader)
+    if options.max_steps_per_epoch is not None:
+        steps = min(options.max_steps_per_epoch, steps)
     schedule = one_cycle(
         optimizer, max_lrs, config.epochs, steps, config.pct_start, config.div_factor, config.final_div_factor
     )
     average = None
     if tricks.average_every is not None:
-        average = WeightAverage(model, config.epochs * steps, tricks.average_every, tricks.average_decay,
-                                tricks.lookahead)  # fmt: skip
-    run_config = {**asdict(config), "max_lr": max_lr}
-    return fit(
-        model, data.train_loader, data.test_loader, optimizer, schedule, config.epochs, device,
-        loss_fn=s10_loss(config), seed=config.seed, checkpoint_dir=checkpoint_dir, config=run_config,
-        progress=progress, max_steps_per_epoch=max_steps_per_epoch, flip_tta=config.flip_tta,
-        eval_every=config.eval_every, checkpoint_minutes=checkpoint_minutes, log=log, average=average,
-        shift_tta=tricks.shift_tta, amp_dtype=amp_dtype,
+        total = config.epochs * steps
+        average = WeightAverage(model, total, tricks.average_every, tricks.average_decay, tricks.lookahead)
+    options = replace(
+        options, device=device, checkpoint_dir=checkpoint_dir, config={**asdict(config), "max_lr": max_lr},
+        loss_fn=s10_loss(config), seed=config.seed, eval_every=config.eval_every, tta=s10_tta(config),
+        average=average,
     )  # fmt: skip
+    return fit(model, data.train_loader, data.test_loader, optimizer, schedule, config.epochs, options)
+
+
+def s10_tta(config: S10Config) -> str:
+    """The recipe's test-time augmentation (:data:`cifar.train.TTA_VIEWS`): multi-crop, flips or none."""
+    return "shift" if config.tricks.shift_tta else "flip" if config.flip_tta else "none"
 
 
 # The records keep these fields of S10Config under "extra", each only where it differs from the
@@ -368,12 +383,11 @@ def evaluate_weights(
         batch_size, train=False, device=device,
     )  # fmt: skip
     model.to(device).to(memory_format=torch.channels_last)
-    flip_tta = bool(recorded_option(record, "flip_tta"))
-    shift_tta = bool(record["recipe"].get("tricks", {}).get("shift_tta", False))
-    if tta != "recorded":
-        flip_tta, shift_tta = tta in ("flip", "shift"), tta == "shift"
+    if tta == "recorded":
+        shift = bool(record["recipe"].get("tricks", {}).get("shift_tta", False))
+        tta = "shift" if shift else "flip" if recorded_option(record, "flip_tta") else "none"
     amp_dtype = resolve_amp_dtype(device, amp_dtype)
-    result = evaluate(model, loader, device, amp_dtype, flip_tta=flip_tta, shift_tta=shift_tta)
+    result = evaluate(model, loader, device, amp_dtype, tta=tta)
     return {"loss": result["loss"], "accuracy": result["score"], "images": len(labels)}
 
 
@@ -760,7 +774,8 @@ def _run_s10(config: S10Config, args: argparse.Namespace, argv: list[str] | None
     if previous and (out / CHECKPOINT_NAME).is_file():  # a resumed run keeps naming where it began
         device_name = previous if previous.endswith(device_name) else f"{previous}, resumed on {device_name}"
     write_summary(out, config=asdict(config), max_lr=max_lr, device=device_name, command=command.strip())
-    result = s10_fit(model, data, config, max_lr, device, out, max_steps_per_epoch=args.max_steps, amp_dtype=amp_dtype)
+    options = FitOptions(max_steps_per_epoch=args.max_steps, amp_dtype=amp_dtype, checkpoint_minutes=5.0)
+    result = s10_fit(model, data, config, max_lr, device, out, options)
     history = result.history
     # the epochs' own time (training + tests, cifar.train.run_seconds): interruptions and the range test do not count
     summary = write_summary(out, epoch_seconds=run_seconds(history)["total"], history=history,

@@ -163,9 +163,17 @@ def _tiny_run(folder, average_every, stop_after=None, epochs=2):
     optimizer = make_optimizer("sgd", model.parameters(), 0.01)
     schedule = one_cycle(optimizer, 0.1, epochs, 6)
     average = train.WeightAverage(model, epochs * 6, every=average_every, decay=0.9) if average_every else None
-    result = train.fit(model, train_loader, test_loader, optimizer, schedule, epochs, torch.device("cpu"), seed=5,
-                       checkpoint_dir=folder, config={"epochs": epochs}, progress=False, checkpoint_minutes=0,
-                       log=lambda *_: None, average=average)  # fmt: skip
+    options = train.FitOptions(
+        device=torch.device("cpu"),
+        seed=5,
+        checkpoint_dir=folder,
+        config={"epochs": epochs},
+        progress=False,
+        checkpoint_minutes=0,
+        log=lambda *_: None,
+        average=average,
+    )
+    result = train.fit(model, train_loader, test_loader, optimizer, schedule, epochs, options)
     return model, average, result
 
 

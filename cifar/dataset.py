@@ -17,6 +17,7 @@ import hashlib
 import io
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
@@ -398,6 +399,23 @@ def augment_batch(
     return out, holes[:, None]
 
 
+@dataclass
+class BatchAugment:
+    """How :class:`TensorBatches` shuffles and augments training batches.
+
+    ``seed`` seeds the shuffling and the draws (the trainer re-seeds them every epoch). ``pad`` is
+    the largest shift of the random crop and ``cutout`` the side of the hole (0: no hole).
+    ``alternating_flip`` (airbench) replaces the coin flip: every image gets a fixed random
+    orientation from ``seed`` in even epochs and the other one in odd epochs, so that consecutive
+    epochs show each image both ways.
+    """
+
+    seed: int = 0
+    pad: int = 4
+    cutout: int = 8
+    alternating_flip: bool = False
+
+
 class TensorBatches:
     """A loader that keeps the uint8 images as one tensor on the device and augments whole batches there.
 
@@ -407,10 +425,9 @@ class TensorBatches:
     batches in channels-last layout, with labels. Shuffling is seeded through ``generator``
     (the trainer re-seeds it every epoch), so runs are reproducible.
 
-    ``alternating_flip`` (airbench) replaces the coin flip: every image gets a fixed random
-    orientation from ``seed`` in even epochs and the other one in odd epochs (``set_epoch``,
-    which the trainer calls), so that consecutive epochs show each image both ways. ``pad`` is
-    the largest shift of the random crop and ``cutout`` the side of the hole (0: no hole).
+    ``train`` batches are shuffled and augmented as ``augment`` says (:class:`BatchAugment`; None:
+    its defaults); test batches come in order, unaugmented. ``set_epoch``, which the trainer calls,
+    tells alternating flips which epoch is drawn.
     """
 
     def __init__(
@@ -420,24 +437,22 @@ class TensorBatches:
         batch_size: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
-        train: bool,
+        train: bool = False,
         device: torch.device | str = "cpu",
-        seed: int = 0,
-        drop_last: bool = False,
-        alternating_flip: bool = False,
-        pad: int = 4,
-        cutout: int = 8,
+        augment: BatchAugment | None = None,
     ):
+        augment = augment if augment is not None else BatchAugment()
+        seed, self.drop_last = augment.seed, False
         self.device = torch.device(device)
-        self.pad, self.cutout = pad, cutout
+        self.pad, self.cutout = augment.pad, augment.cutout
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
-        self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
+        self.batch_size, self.train = batch_size, train
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
         self.generator = torch.Generator().manual_seed(seed)
         self.first_flip = None
-        if alternating_flip:
+        if augment.alternating_flip:
             orientations = torch.Generator().manual_seed(derive_seed(seed, "alternating flip"))
             self.first_flip = torch.rand(len(self.labels), generator=orientations) < 0.5
         self.epoch = 0

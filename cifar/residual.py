@@ -25,7 +25,7 @@ from torch import nn
 
 from . import cli
 from .artifacts import load_weights, save_weights
-from .dataset import CIFAR10_MEAN, CIFAR10_STD, TensorBatches, class_balanced_subset, load_cifar10
+from .dataset import CIFAR10_MEAN, CIFAR10_STD, BatchAugment, TensorBatches, class_balanced_subset, load_cifar10
 from .model import CifarResNet
 from .scheduler import one_cycle
 from .train import FitOptions, FitResult, fit
@@ -94,8 +94,8 @@ def residual_data(
         test_images, test_labels, config.test_subset, derive_seed(config.seed, "test subset")
     )
     common = {"mean": CIFAR10_MEAN, "std": CIFAR10_STD, "device": device}
-    train = TensorBatches(train_images, train_labels, config.batch_size, train=True, seed=config.seed,
-                          pad=config.pad, cutout=0, **common)  # fmt: skip
+    augment = BatchAugment(seed=config.seed, pad=config.pad, cutout=0)
+    train = TensorBatches(train_images, train_labels, config.batch_size, train=True, augment=augment, **common)
     test = TensorBatches(test_images, test_labels, 1000, train=False, **common)
     return train, test
 

@@ -25,6 +25,7 @@ from .artifacts import load_weights, read_summary, record_path, save_atomic, sav
 from .dataset import (
     CIFAR10_CLASSES,
     AlbumentationsDataset,
+    BatchAugment,
     TensorBatches,
     class_balanced_subset,
     file_sha256,
@@ -175,10 +176,9 @@ def s10_data(
                                                      derive_seed(config.seed, "test subset"))  # fmt: skip
     test_set = AlbumentationsDataset(test_images, test_labels, test_transforms(mean, std))
     if config.loader == "tensor":
-        train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, train=True,
-                                     device=device, seed=config.seed,
-                                     alternating_flip=config.tricks.alternating_flip, pad=config.tricks.translate,
-                                     cutout=config.tricks.cutout)  # fmt: skip
+        tricks = config.tricks
+        augment = BatchAugment(config.seed, tricks.translate, tricks.cutout, tricks.alternating_flip)
+        train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, True, device, augment)
     else:
         train_set = AlbumentationsDataset(train_images, train_labels, train_transforms(mean, std))
         train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device)

@@ -158,7 +158,6 @@ def find_lr(
     end_lr: float = 0.1,
     num_iter: int = 100,
     rule: str = "min/10",
-    use_autocast: bool = True,
 ) -> LRFinderResult:
     """Exponential LR range test (torch-lr-finder) and a suggested maximum LR.
 
@@ -175,7 +174,7 @@ def find_lr(
 
     if rule not in SUGGESTION_RULES:
         raise ValueError(f"rule must be one of {SUGGESTION_RULES}, not {rule!r}")
-    amp = autocast_dtype(device) if use_autocast else None
+    amp = autocast_dtype(device)  # the precision training uses on this device
     kwargs = {}
     if amp is not None:
         kwargs = {

@@ -8,6 +8,7 @@ import os
 import platform
 import random
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -404,6 +405,20 @@ GALLERY_TITLES = {
 }
 
 
+@dataclass
+class Gallery:
+    """What :func:`misclassified_gallery` shows: ``n`` mistakes, ``ncols`` panels per row (None: all in one),
+    ``size`` inches per panel, ``show`` (``"both"``, ``"images"`` or ``"gradcam"``), the Grad-CAM of
+    ``layer`` (e.g. the last residual block), and the figure's ``title`` (None: one for ``show``)."""
+
+    layer: torch.nn.Module | None = None
+    n: int = 8
+    ncols: int | None = None
+    size: float = 1.6
+    show: str = "both"
+    title: str | None = None
+
+
 def misclassified_gallery(
     model: torch.nn.Module,
     dataset,
@@ -412,22 +427,18 @@ def misclassified_gallery(
     classes,
     mean,
     std,
-    layer: torch.nn.Module | None = None,
-    n: int = 8,
-    ncols: int | None = None,
-    size: float = 1.6,
-    show: str = "both",
-    title: str | None = None,
+    gallery: Gallery | None = None,
 ):
     """The ``n`` mistakes made with the highest confidence, titled "true → predicted", and their Grad-CAM.
 
     ``dataset[i]`` is ``(input, label)`` of the sample that ``outputs[i]`` scores, the input
     normalized with ``mean``/``std``. Grad-CAM (:func:`gradcam_overlays`) shows, for the predicted
-    class, where ``layer`` (e.g. the last residual block) looked; it runs in fp32 on contiguous
-    memory, and ``model`` is left so, in eval mode. ``show``: ``"both"`` (each row of images
-    followed by the row of their Grad-CAM), ``"images"`` or ``"gradcam"``. ``ncols`` panels per
-    row (default: all in one). Returns the matplotlib Figure.
+    class, where ``gallery.layer`` looked; it runs in fp32 on contiguous memory, and ``model`` is
+    left so, in eval mode. ``gallery`` (:class:`Gallery`): how many, which panels (``"both"``: each
+    row of images followed by the row of their Grad-CAM), how laid out. Returns the matplotlib Figure.
     """
+    gallery = gallery if gallery is not None else Gallery()
+    layer, n, ncols, size, show = gallery.layer, gallery.n, gallery.ncols, gallery.size, gallery.show
     if show not in GALLERY_TITLES:
         raise ValueError(f"show must be one of {sorted(GALLERY_TITLES)}, not {show!r}")
     if show != "images" and layer is None:
@@ -453,7 +464,7 @@ def misclassified_gallery(
             for row in (images[rows], overlays[rows]):
                 panels += row + [None] * empty
                 labels += titles[rows] + [""] * empty
-    return show_images(panels, labels, ncols=ncols, size=size, title=title or GALLERY_TITLES[show])
+    return show_images(panels, labels, ncols=ncols, size=size, title=gallery.title or GALLERY_TITLES[show])
 
 
 def confusion_matrix(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cifar import bench
-from cifar.dataset import TensorBatches, augment_batch
+from cifar.dataset import BatchAugment, TensorBatches, augment_batch
 
 
 def test_augment_batch_crops_flips_and_cuts():
@@ -35,7 +35,7 @@ def test_tensor_batches_normalize_shuffle_and_reproduce():
     assert [len(y) for _, y in batches] == [4, 4, 2] and len(test) == 3
     expected = (torch.from_numpy(images[:4]).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
     torch.testing.assert_close(batches[0][0], expected)
-    train = TensorBatches(images, np.arange(10), 4, (0.5,) * 3, (0.25,) * 3, train=True, seed=3)
+    train = TensorBatches(images, np.arange(10), 4, (0.5,) * 3, (0.25,) * 3, train=True, augment=BatchAugment(seed=3))
     first = [y.tolist() for _, y in train]
     train.generator.manual_seed(3)
     assert first == [y.tolist() for _, y in train]

@@ -203,8 +203,8 @@ def test_alternating_flip_shows_each_image_both_ways(monkeypatch):
 
     monkeypatch.setattr(dataset, "augment_batch", record)
     images = np.zeros((20, 8, 8, 3), dtype=np.uint8)
-    batches = dataset.TensorBatches(images, np.arange(20), 5, (0.5,) * 3, (0.25,) * 3, train=True, seed=1,
-                                    alternating_flip=True)  # fmt: skip
+    augment = dataset.BatchAugment(seed=1, alternating_flip=True)
+    batches = dataset.TensorBatches(images, np.arange(20), 5, (0.5,) * 3, (0.25,) * 3, train=True, augment=augment)
     by_image = []
     for epoch in range(3):
         batches.set_epoch(epoch)
@@ -292,7 +292,8 @@ def test_tensor_loader_translate_and_cutout_options():
     mean, std = (0.5,) * 3, (0.25,) * 3
 
     def batch(**options) -> torch.Tensor:
-        loader = dataset.TensorBatches(images, np.arange(64), 64, mean, std, train=True, seed=2, **options)
+        augment = dataset.BatchAugment(seed=2, **options)
+        loader = dataset.TensorBatches(images, np.arange(64), 64, mean, std, train=True, augment=augment)
         inputs, labels = next(iter(loader))
         return inputs[torch.argsort(labels)]
 

@@ -30,15 +30,21 @@ USER_ERRORS = (DataError, FileNotFoundError, ValueError)
 def base_parser(prog: str, description: str, out: str, data_help: str) -> argparse.ArgumentParser:
     """A parser with the options every command shares; ``out`` is the default run folder."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--fast", action="store_true",
-                        help="smoke run: the lesson's fast mode (small subsets, few steps); explicit options "
-                        "still override it")  # fmt: skip
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="smoke run: the lesson's fast mode (small subsets, few steps); explicit options still override it",
+    )
     parser.add_argument("--data-dir", help=data_help)
     parser.add_argument("--out", default=out, help="run folder: checkpoint, history, figures (resumes if present)")
-    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto",
-                        help="arithmetic of training and testing: auto (bf16 where the hardware has it natively, "
-                        "fp16 with gradient scaling on older GPUs, else fp32), or force one; recorded with the "
-                        "run")  # fmt: skip
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="auto",
+        help="arithmetic of training and testing: auto (bf16 where the hardware has it natively, "
+        "fp16 with gradient scaling on older GPUs, else fp32), or force one; recorded with the "
+        "run",
+    )
     return parser
 
 

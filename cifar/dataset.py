@@ -32,9 +32,17 @@ from torch.utils.data import DataLoader, Dataset
 from .utils import DataError, cache_dir, data_dir, derive_seed, file_sha256, get_device, seed_transform
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ZIP_NAMES = {"train": "cifar10_train.zip", "test": "cifar10_test.zip"}
 
@@ -392,10 +400,12 @@ def augment_batch(
     xs = torch.arange(width, device=device)[None, None, :]
     half = cutout // 2
     holes = (
-        (ys >= (centre_y - half)[:, None, None]) & (ys < (centre_y + cutout - half)[:, None, None])
-        & (xs >= (centre_x - half)[:, None, None]) & (xs < (centre_x + cutout - half)[:, None, None])
+        (ys >= (centre_y - half)[:, None, None])
+        & (ys < (centre_y + cutout - half)[:, None, None])
+        & (xs >= (centre_x - half)[:, None, None])
+        & (xs < (centre_x + cutout - half)[:, None, None])
         & apply[:, None, None]
-    )  # fmt: skip
+    )
     return out, holes[:, None]
 
 
@@ -626,8 +636,9 @@ class ImageFolderDataset(Dataset):
                 import warnings
 
                 names = ", ".join(str(p) for p, _ in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-                warnings.warn(f"Skipped {len(skipped)} unreadable image(s) of {len(samples)} under {root}: {names}",
-                              stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"Skipped {len(skipped)} unreadable image(s) of {len(samples)} under {root}: {names}", stacklevel=2
+                )
             samples = kept
         if not samples:
             raise DataError(f"No readable images under {root}.")

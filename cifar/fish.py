@@ -141,10 +141,19 @@ def fish_s10_recipe() -> FishConfig:
     memory. What the features are worth before any training: :func:`probe_seeds`.
     """
     return replace(
-        FishConfig(), arch="s10", weights=str(s10_weights_path()), image_size=(48, 72), batch_size=32,
-        stages="two", head_epochs=1, fine_tune_epochs=3, max_lr=1e-2, fine_tune_lr=2e-3, backbone_lr_factor=None,
+        FishConfig(),
+        arch="s10",
+        weights=str(s10_weights_path()),
+        image_size=(48, 72),
+        batch_size=32,
+        stages="two",
+        head_epochs=1,
+        fine_tune_epochs=3,
+        max_lr=1e-2,
+        fine_tune_lr=2e-3,
+        backbone_lr_factor=None,
         cache=True,
-    )  # fmt: skip
+    )
 
 
 #: The lesson's recipes: ResNet-34 from ImageNet weights or random ones, and the S10 network from CIFAR-10's.
@@ -161,8 +170,16 @@ def fish_config(recipe: str = "imagenet", fast: bool = False) -> FishConfig:
     config = FISH_RECIPES[recipe]()
     if fast:
         size = min(config.image_size, (64, 96))  # the recipe's own if smaller (the S10 recipe's)
-        config = replace(config, image_size=size, batch_size=16, head_epochs=1, fine_tune_epochs=1,
-                         train_per_class=8, test_per_class=4, max_steps_per_epoch=1)  # fmt: skip
+        config = replace(
+            config,
+            image_size=size,
+            batch_size=16,
+            head_epochs=1,
+            fine_tune_epochs=1,
+            train_per_class=8,
+            test_per_class=4,
+            max_steps_per_epoch=1,
+        )
     return config
 
 
@@ -273,8 +290,9 @@ def fish_root(root: str | Path | None = None, source: str = "egu2017") -> Path:
 def read_fish(root: str | Path | None, config: FishConfig) -> ImageFolderDataset:
     """The class-folder set under ``root`` (None: :func:`fish_root`), read as ``config`` says (``on_error``,
     ``cache``: decode every image once and keep it in memory)."""
-    return ImageFolderDataset.from_folder(fish_root() if root is None else root, on_error=config.on_error,
-                                          cache=config.cache)  # fmt: skip
+    return ImageFolderDataset.from_folder(
+        fish_root() if root is None else root, on_error=config.on_error, cache=config.cache
+    )
 
 
 def time_training_loader(
@@ -387,10 +405,13 @@ def _train_stages(model, stages, loaders, config, weights_used, folder, options:
         stage_dir = folder / f"stage{number}_{name.replace(' ', '_')}" if folder is not None else None
         cycle = OneCycle(config.optimizer, config.weight_decay, backbone_lr_factor=factor)
         stage_options = replace(
-            options, grad_clip=config.grad_clip, seed=derive_seed(config.seed, "stage", number),
-            checkpoint_dir=stage_dir, config={**asdict(config), "stage": name, "weights_used": weights_used},
+            options,
+            grad_clip=config.grad_clip,
+            seed=derive_seed(config.seed, "stage", number),
+            checkpoint_dir=stage_dir,
+            config={**asdict(config), "stage": name, "weights_used": weights_used},
             max_steps_per_epoch=config.max_steps_per_epoch,
-        )  # fmt: skip
+        )
         result = fit_one_cycle(epochs, max_lr, model, *loaders, cycle, stage_options)
         history += [{**row, "epoch": len(history) + row["epoch"], "stage": name} for row in result.history]
         lrs += result.lrs
@@ -427,19 +448,34 @@ def run_transfer(
     dataset, train_idx, test_idx, leak = transfer_data(root, config, group_fn, dataset)
     train_loader, test_loader = _loaders(dataset, train_idx, test_idx, config, device)
     model = _classifier(config, state, len(dataset.classes))
-    log(f"{len(dataset.classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({config.split} split, "
-        f"{100 * leak:.0f}% of test images share a video with training); weights: {weights_used}")  # fmt: skip
+    log(
+        f"{len(dataset.classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({config.split} split, "
+        f"{100 * leak:.0f}% of test images share a video with training); weights: {weights_used}"
+    )
     folder, stages = Path(out) if out is not None else None, _plan(config, weights_used)
     loaders = (train_loader, test_loader)
     history, lrs = _train_stages(model, stages, loaders, config, weights_used, folder, options)
     outputs, targets = predict(model, test_loader, device, amp_dtype)
     accuracy = (outputs.argmax(1) == targets).float().mean().item() * 100
     result = TransferResult(
-        model=model, classes=dataset.classes, weights=weights_used, stages=[s[0] for s in stages], history=history,
-        lrs=lrs, test_accuracy=accuracy, confusion=confusion_matrix(outputs.argmax(1), targets, len(dataset.classes)),
-        outputs=outputs, targets=targets, test_set=test_loader.dataset, split=config.split, leak=leak,
-        train_images=len(train_idx), test_images=len(test_idx), config=config, seconds=time.perf_counter() - started,
-    )  # fmt: skip
+        model=model,
+        classes=dataset.classes,
+        weights=weights_used,
+        stages=[s[0] for s in stages],
+        history=history,
+        lrs=lrs,
+        test_accuracy=accuracy,
+        confusion=confusion_matrix(outputs.argmax(1), targets, len(dataset.classes)),
+        outputs=outputs,
+        targets=targets,
+        test_set=test_loader.dataset,
+        split=config.split,
+        leak=leak,
+        train_images=len(train_idx),
+        test_images=len(test_idx),
+        config=config,
+        seconds=time.perf_counter() - started,
+    )
     log(f"test accuracy {accuracy:.2f}% ({config.split} split, weights: {weights_used})")
     if folder is not None:
         _save_run(result, folder, root, describe_device(device, amp_dtype))
@@ -521,12 +557,15 @@ def run_seeds(
     quiet, log = replace(options, progress=False, log=_silent), options.log
     rows = []
     for seed in seeds:
-        result = run_transfer(root, replace(config, seed=seed), None, quiet, random_config=random_config,
-                              dataset=dataset)  # fmt: skip
+        result = run_transfer(
+            root, replace(config, seed=seed), None, quiet, random_config=random_config, dataset=dataset
+        )
         rows.append(seed_row(result, name))
         row = rows[-1]
-        log(f"{row['config']}, seed {seed}: final {row['final acc %']:.1f}%, best {row['best acc %']:.1f}% "
-            f"(epoch {row['best epoch']}), {row['minutes']:.1f} min")  # fmt: skip
+        log(
+            f"{row['config']}, seed {seed}: final {row['final acc %']:.1f}%, best {row['best acc %']:.1f}% "
+            f"(epoch {row['best epoch']}), {row['minutes']:.1f} min"
+        )
     return pd.DataFrame(rows)
 
 
@@ -556,16 +595,24 @@ def probe_seeds(
     model = _classifier(config, state, len(dataset.classes))
     mean, std = NORMALIZATION[config.arch]
     images = dataset.subset(used, imagenet_eval_transforms(config.image_size, mean, std))
-    features, targets = extract_features(model, make_loader(images, config.batch_size, False, device=device), device,
-                                         amp_dtype)  # fmt: skip
+    features, targets = extract_features(
+        model, make_loader(images, config.batch_size, False, device=device), device, amp_dtype
+    )
     position = {index: row for row, index in enumerate(used.tolist())}
     start = _start_name(config, weights_used)
     rows = []
     for seed, (train_idx, test_idx) in splits.items():
         train, test = [position[i] for i in train_idx.tolist()], [position[i] for i in test_idx.tolist()]
         accuracy = linear_probe(features[train], targets[train], features[test], targets[test])
-        rows.append({"config": name or f"{config.arch} {start}", "seed": seed, "split": config.split, "start": start,
-                     "probe acc %": round(accuracy, 2)})  # fmt: skip
+        rows.append(
+            {
+                "config": name or f"{config.arch} {start}",
+                "seed": seed,
+                "split": config.split,
+                "start": start,
+                "probe acc %": round(accuracy, 2),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -617,29 +664,54 @@ def compare_seeds(table: pd.DataFrame, a: str, b: str, metric: str = "final acc 
 
 # command-line options that override a field of the recipe when given
 _OVERRIDES = (
-    "head_epochs", "fine_tune_epochs", "batch_size", "max_lr", "fine_tune_lr", "image_size", "seed", "stages",
-    "split", "on_error", "max_steps_per_epoch",
-)  # fmt: skip
+    "head_epochs",
+    "fine_tune_epochs",
+    "batch_size",
+    "max_lr",
+    "fine_tune_lr",
+    "image_size",
+    "seed",
+    "stages",
+    "split",
+    "on_error",
+    "max_steps_per_epoch",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = fish_imagenet_recipe()
     parser = cli.base_parser(
-        "python -m cifar.fish", "Fine-tune a pretrained network on a class-folder image set (the fish lesson).",
-        out="runs/fish", data_help="class-folder root (default: $CIFAR_DATA_DIR/fish_egu2017, else downloaded)",
-    )  # fmt: skip
-    parser.add_argument("--recipe", choices=["auto", *FISH_RECIPES], default="auto",
-                        help="auto (default): the imagenet recipe (head, then all layers; batch 128, 2 + 4 epochs, "
-                        "peak LR 0.01) when the ImageNet weights load, else the random one (all layers; batch 32, "
-                        "15 epochs, peak LR 3e-3); s10: the S10 network from its CIFAR-10 weights (head, then "
-                        "all layers; 48x72, batch 32, 1 + 3 epochs). Options below override its fields")  # fmt: skip
-    parser.add_argument("--source", choices=sorted(FISH_GROUPS), default="egu2017",
-                        help="kaggle: Kaggle's fish set (--data-dir: its download folder; else kagglehub)")  # fmt: skip
-    parser.add_argument("--weights", help=f"the weights to try: {defaults.weights} (default), a resnet34 .pth file, "
-                        f"or 'none' (random weights); with --recipe s10: the S10 weights file (default {S10_WEIGHTS}) "
-                        "or 'none'")  # fmt: skip
-    parser.add_argument("--stages", choices=["auto", "one", "two"],
-                        help="auto (default): head + fine-tuning with ImageNet weights, one stage without")  # fmt: skip
+        "python -m cifar.fish",
+        "Fine-tune a pretrained network on a class-folder image set (the fish lesson).",
+        out="runs/fish",
+        data_help="class-folder root (default: $CIFAR_DATA_DIR/fish_egu2017, else downloaded)",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=["auto", *FISH_RECIPES],
+        default="auto",
+        help="auto (default): the imagenet recipe (head, then all layers; batch 128, 2 + 4 epochs, "
+        "peak LR 0.01) when the ImageNet weights load, else the random one (all layers; batch 32, "
+        "15 epochs, peak LR 3e-3); s10: the S10 network from its CIFAR-10 weights (head, then "
+        "all layers; 48x72, batch 32, 1 + 3 epochs). Options below override its fields",
+    )
+    parser.add_argument(
+        "--source",
+        choices=sorted(FISH_GROUPS),
+        default="egu2017",
+        help="kaggle: Kaggle's fish set (--data-dir: its download folder; else kagglehub)",
+    )
+    parser.add_argument(
+        "--weights",
+        help=f"the weights to try: {defaults.weights} (default), a resnet34 .pth file, "
+        f"or 'none' (random weights); with --recipe s10: the S10 weights file (default {S10_WEIGHTS}) "
+        "or 'none'",
+    )
+    parser.add_argument(
+        "--stages",
+        choices=["auto", "one", "two"],
+        help="auto (default): head + fine-tuning with ImageNet weights, one stage without",
+    )
     parser.add_argument("--head-epochs", type=int, help="epochs of the head stage (default: the recipe's)")
     parser.add_argument("--fine-tune-epochs", type=int, help="epochs of the fine-tuning stage (default: the recipe's)")
     parser.add_argument("--batch-size", type=int)
@@ -647,13 +719,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fine-tune-lr", type=float)
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--split", choices=sorted(FISH_SPLITS),
-                        help="video (default): every video on one side; fish: every fish (leaks by video); frames: "
-                        "single frames (leaks by fish); the last two for comparison")  # fmt: skip
+    parser.add_argument(
+        "--split",
+        choices=sorted(FISH_SPLITS),
+        help="video (default): every video on one side; fish: every fish (leaks by video); frames: "
+        "single frames (leaks by fish); the last two for comparison",
+    )
     parser.add_argument("--on-error", choices=["raise", "skip"], help="unreadable images (default: raise)")
     parser.add_argument("--max-steps", dest="max_steps_per_epoch", type=int, help="cap batches per epoch (smoke tests)")
-    parser.add_argument("--time-loader", action="store_true",
-                        help="instead of training: the training loader's images/s (2 workers; --fast: 2 batches)")
+    parser.add_argument(
+        "--time-loader",
+        action="store_true",
+        help="instead of training: the training loader's images/s (2 workers; --fast: 2 batches)",
+    )
     args = parser.parse_args(argv)
     if args.image_size is not None:
         args.image_size = tuple(args.image_size)
@@ -676,8 +754,10 @@ def main(argv: list[str] | None = None) -> dict:
 def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     if args.time_loader:
         results = time_training_loader(2 if args.fast else None, root=args.data_dir)
-        print(f"fish photos' training loader, 2 workers: {results['fish_img_s']:.0f} images/s "
-              f"over {results['fish_images']} images")  # fmt: skip
+        print(
+            f"fish photos' training loader, 2 workers: {results['fish_img_s']:.0f} images/s "
+            f"over {results['fish_images']} images"
+        )
         return results
     config = config_from_args(args, "imagenet" if args.recipe == "auto" else args.recipe)
     random_config = None

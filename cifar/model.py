@@ -162,9 +162,15 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         mean = self.running_mean.repeat(groups)
         var = self.running_var.repeat(groups)
         out = nn.functional.batch_norm(
-            x.reshape(-1, channels * groups, height, width), mean, var,
-            self.weight.repeat(groups), self.bias.repeat(groups), True, self.momentum, self.eps,
-        )  # fmt: skip
+            x.reshape(-1, channels * groups, height, width),
+            mean,
+            var,
+            self.weight.repeat(groups),
+            self.bias.repeat(groups),
+            True,
+            self.momentum,
+            self.eps,
+        )
         self.running_mean.copy_(mean.view(groups, channels).mean(0))
         self.running_var.copy_(var.view(groups, channels).mean(0))
         self.num_batches_tracked.add_(1)
@@ -525,9 +531,14 @@ def resnet50_summary(model: nn.Module | None = None, input_size: tuple[int, ...]
 
         model = resnet50(weights=None)
     return summary(
-        model, input_size=input_size, depth=depth, device="cpu", verbose=0,
-        col_names=("output_size", "num_params"), row_settings=("var_names",),
-    )  # fmt: skip
+        model,
+        input_size=input_size,
+        depth=depth,
+        device="cpu",
+        verbose=0,
+        col_names=("output_size", "num_params"),
+        row_settings=("var_names",),
+    )
 
 
 def first_bottleneck(model: nn.Module) -> nn.Module:
@@ -549,8 +560,13 @@ def count_weighted_layers(model: nn.Module) -> dict[str, int]:
     through. Projection shortcuts run beside the main path, so they do not add to the depth
     (the paper's convention: ResNet-50 has 53 convs + 1 fc, but is "50 layers deep").
     """
-    counts = {"stem_conv": 0, "bottleneck_blocks": len(bottlenecks(model)), "block_convs": 0,
-              "projection_convs": 0, "fc": 0}  # fmt: skip
+    counts = {
+        "stem_conv": 0,
+        "bottleneck_blocks": len(bottlenecks(model)),
+        "block_convs": 0,
+        "projection_convs": 0,
+        "fc": 0,
+    }
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             if ".downsample." in f".{name}.":

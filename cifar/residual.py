@@ -118,12 +118,19 @@ def train_residual(
     device = device or get_device()
     train, test = residual_data(config, root, device=device)
     model = residual_model(config)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.max_lr / 10, momentum=config.momentum,
-                                weight_decay=config.weight_decay)  # fmt: skip
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.max_lr / 10, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     schedule = one_cycle(optimizer, config.max_lr, config.epochs, len(train), config.pct_start, 10.0, 100.0)
     options = FitOptions(
-        device=device, amp_dtype=amp_dtype, seed=config.seed, checkpoint_dir=checkpoint_dir, config=asdict(config),
-        checkpoint_minutes=5.0, progress=progress, log=log,
+        device=device,
+        amp_dtype=amp_dtype,
+        seed=config.seed,
+        checkpoint_dir=checkpoint_dir,
+        config=asdict(config),
+        checkpoint_minutes=5.0,
+        progress=progress,
+        log=log,
     )
     result = fit(model, train, test, optimizer, schedule, config.epochs, options)
     return model, result
@@ -225,10 +232,21 @@ def plot_degradation(records: dict[str, dict]):
                 continue
             epochs = [row["epoch"] for row in record["history"]]
             colour = colours.get(record["depth"])
-            ax.plot(epochs, [100 - row["train_acc"] for row in record["history"]], "--", color=colour,
-                    label=f"{record['architecture']} train")  # fmt: skip
-            ax.plot(epochs, [100 - row["test_acc"] for row in record["history"]], "-", color=colour, lw=2,
-                    label=f"{record['architecture']} test")  # fmt: skip
+            ax.plot(
+                epochs,
+                [100 - row["train_acc"] for row in record["history"]],
+                "--",
+                color=colour,
+                label=f"{record['architecture']} train",
+            )
+            ax.plot(
+                epochs,
+                [100 - row["test_acc"] for row in record["history"]],
+                "-",
+                color=colour,
+                lw=2,
+                label=f"{record['architecture']} test",
+            )
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -247,9 +265,11 @@ _OVERRIDES = ("epochs", "batch_size", "max_lr", "weight_decay", "train_subset", 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = ResidualConfig()
     parser = cli.base_parser(
-        "python -m cifar.residual", "Train one network of the residual-connections lesson on CIFAR-10.",
-        out="runs/residual", data_help="CIFAR-10 folder (default: $CIFAR_DATA_DIR/cifar10)",
-    )  # fmt: skip
+        "python -m cifar.residual",
+        "Train one network of the residual-connections lesson on CIFAR-10.",
+        out="runs/residual",
+        data_help="CIFAR-10 folder (default: $CIFAR_DATA_DIR/cifar10)",
+    )
     parser.add_argument("--network", choices=sorted(NETWORKS), default="resnet20")
     parser.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
     parser.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
@@ -275,15 +295,18 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     out = Path(args.out)
     started = time.time()
     model, result = train_residual(config, out, args.data_dir, device, amp_dtype)
-    record = residual_record(config, model, result.history, cli.command_line("cifar.residual", argv),
-                             describe_device(device, amp_dtype))  # fmt: skip
+    record = residual_record(
+        config, model, result.history, cli.command_line("cifar.residual", argv), describe_device(device, amp_dtype)
+    )
     record["wall_seconds_this_call"] = round(time.time() - started, 1)
     save_weights(model, out / f"residual_{config.name}.pt", record)
     if args.weights:
         save_weights(model, args.weights, record)
     last = result.history[-1]
-    print(f"{config.name}: train error {100 - last['train_acc']:.2f}%, test error {100 - last['test_acc']:.2f}% "
-          f"after {config.epochs} epochs; {out}")  # fmt: skip
+    print(
+        f"{config.name}: train error {100 - last['train_acc']:.2f}%, test error {100 - last['test_acc']:.2f}% "
+        f"after {config.epochs} epochs; {out}"
+    )
     return record
 
 

@@ -39,9 +39,12 @@ def weight_and_bias_groups(model: nn.Module, weight_decay: float, bias_lr_factor
         return [{"params": trainable, "weight_decay": weight_decay, "lr_factor": 1.0}]
     return [
         {"params": [p for p in trainable if p.dim() > 1], "weight_decay": weight_decay, "lr_factor": 1.0},
-        {"params": [p for p in trainable if p.dim() <= 1], "weight_decay": weight_decay / bias_lr_factor,
-         "lr_factor": bias_lr_factor},
-    ]  # fmt: skip
+        {
+            "params": [p for p in trainable if p.dim() <= 1],
+            "weight_decay": weight_decay / bias_lr_factor,
+            "lr_factor": bias_lr_factor,
+        },
+    ]
 
 
 def one_cycle(

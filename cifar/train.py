@@ -238,8 +238,9 @@ class ResumableBatches:
     def _after_step(self, bar) -> None:
         totals = self.totals
         seen = max(totals.seen, 1)
-        bar.set_postfix(loss=f"{totals.loss_sum / seen:.4f}", score=f"{totals.score_sum / seen:.2f}",
-                        lr=f"{totals.lrs[-1]:.2e}")  # fmt: skip
+        bar.set_postfix(
+            loss=f"{totals.loss_sum / seen:.4f}", score=f"{totals.score_sum / seen:.2f}", lr=f"{totals.lrs[-1]:.2e}"
+        )
         if self.on_step is not None:
             self.on_step(totals)
 
@@ -255,8 +256,9 @@ def tta_outputs(model: nn.Module, inputs: torch.Tensor, flip: bool, shift: bool)
         height, width = inputs.shape[-2:]
         padded = nn.functional.pad(inputs, (1, 1, 1, 1), mode="reflect")
         shifted = [padded[..., :height, :width], padded[..., 2 : height + 2, 2 : width + 2]]
-        outputs = outputs / 2 + sum(mirrored(view.contiguous(memory_format=_memory_format(inputs)))
-                                    for view in shifted) / 4  # fmt: skip
+        outputs = (
+            outputs / 2 + sum(mirrored(view.contiguous(memory_format=_memory_format(inputs))) for view in shifted) / 4
+        )
     return outputs
 
 
@@ -390,15 +392,23 @@ class Checkpoint:
         for name, part in self.parts.items():
             if part is not None and state.get(name):  # None or {}: not saved (e.g. a disabled scaler's state)
                 part.load_state_dict(state[name])
-        progress = {"epoch": state["epoch"], "history": state["history"], "lrs": state.get("lrs", []),
-                    "partial": state.get("partial")}  # fmt: skip
+        progress = {
+            "epoch": state["epoch"],
+            "history": state["history"],
+            "lrs": state.get("lrs", []),
+            "partial": state.get("partial"),
+        }
         if state.get("restored_from"):
             trained_by = f"`{state.get('command')}` on {state.get('device')}"
-            self.log(f"Finished run restored from {state['restored_from']}: {state['epoch']} of {epochs} epochs "
-                     f"trained by {trained_by}; nothing left to train.")  # fmt: skip
+            self.log(
+                f"Finished run restored from {state['restored_from']}: {state['epoch']} of {epochs} epochs "
+                f"trained by {trained_by}; nothing left to train."
+            )
         elif progress["partial"] is not None:
-            self.log(f"Resumed from {self.path.name} in epoch {state['epoch'] + 1} of {epochs}, after its batch "
-                     f"{progress['partial']['steps']}.")  # fmt: skip
+            self.log(
+                f"Resumed from {self.path.name} in epoch {state['epoch'] + 1} of {epochs}, after its batch "
+                f"{progress['partial']['steps']}."
+            )
         else:
             self.log(f"Resumed from {self.path.name} after epoch {state['epoch']} of {epochs}.")
         return progress
@@ -490,8 +500,13 @@ def fit(
     for network in (model, options.average.model if options.average is not None else None):
         if network is not None:
             _on_device(network, device, options.channels_last)
-    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "average": options.average,
-             "scaler": step.scaler}  # fmt: skip
+    parts = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "average": options.average,
+        "scaler": step.scaler,
+    }
     checkpoint = None
     if options.checkpoint_dir is not None:
         checkpoint = Checkpoint(options.checkpoint_dir, parts, options.config, options.log)
@@ -499,12 +514,25 @@ def fit(
     for epoch in range(start_epoch, epochs):
         _seed_epoch(train_loader, options.seed, epoch)
         totals = EpochTotals(options.score_fn, interrupted if epoch == start_epoch else None)
-        after_step = functools.partial(_after_step, model=model, options=options, checkpoint=checkpoint,
-                                       epoch=epoch, history=history, lrs=lrs, device=device)  # fmt: skip
+        after_step = functools.partial(
+            _after_step,
+            model=model,
+            options=options,
+            checkpoint=checkpoint,
+            epoch=epoch,
+            history=history,
+            lrs=lrs,
+            device=device,
+        )
         batches = ResumableBatches(
-            train_loader, totals, interrupted, device, options.max_steps_per_epoch, after_step,
+            train_loader,
+            totals,
+            interrupted,
+            device,
+            options.max_steps_per_epoch,
+            after_step,
             desc=f"epoch {epoch + 1}/{epochs}" if options.progress else None,
-        )  # fmt: skip
+        )
         train = train_one_epoch(model, batches, optimizer, loss_fn, scheduler, step, totals)
         started = time.perf_counter()
         test = _end_of_epoch(model, test_loader, epoch + 1 == epochs, epoch, options, step, loss_fn)
@@ -571,26 +599,35 @@ def _end_of_epoch(
     if (epoch + 1) % options.eval_every and not last:
         return {"loss": None, "score": None}
     tested = average.model if average is not None else model
-    return evaluate(tested, test_loader, step.device, step.amp_dtype, step.channels_last, loss_fn,
-                    options.score_fn, options.tta)  # fmt: skip
+    return evaluate(
+        tested, test_loader, step.device, step.amp_dtype, step.channels_last, loss_fn, options.score_fn, options.tta
+    )
 
 
 def _history_row(epoch: int, train: dict, test: dict, score_name: str, eval_seconds: float) -> dict:
     """The history's row for the 0-based ``epoch``: its training and test results (None when not tested)."""
     return {
-        "epoch": epoch + 1, "train_loss": train["loss"], f"train_{score_name}": train["score"],
-        "test_loss": test["loss"], f"test_{score_name}": test["score"], "lr": train["lr"],
-        "seconds": train["seconds"], "eval_seconds": eval_seconds, "images_per_s": train["images_per_s"],
-    }  # fmt: skip
+        "epoch": epoch + 1,
+        "train_loss": train["loss"],
+        f"train_{score_name}": train["score"],
+        "test_loss": test["loss"],
+        f"test_{score_name}": test["score"],
+        "lr": train["lr"],
+        "seconds": train["seconds"],
+        "eval_seconds": eval_seconds,
+        "images_per_s": train["images_per_s"],
+    }
 
 
 def _epoch_line(row: dict, epochs: int, score_name: str) -> str:
     tested = "(not tested)"
     if row["test_loss"] is not None:
         tested = f"test loss {row['test_loss']:.4f} {score_name} {row[f'test_{score_name}']:.2f}"
-    return (f"epoch {row['epoch']:>2}/{epochs}  train loss {row['train_loss']:.4f} {score_name} "
-            f"{row[f'train_{score_name}']:.2f}  {tested}  lr {row['lr']:.2e}  "
-            f"{row['seconds']:.0f}s ({row['images_per_s']:.0f} img/s)")  # fmt: skip
+    return (
+        f"epoch {row['epoch']:>2}/{epochs}  train loss {row['train_loss']:.4f} {score_name} "
+        f"{row[f'train_{score_name}']:.2f}  {tested}  lr {row['lr']:.2e}  "
+        f"{row['seconds']:.0f}s ({row['images_per_s']:.0f} img/s)"
+    )
 
 
 def first_epoch_reaching(history: list[dict], accuracy: float) -> int | None:
@@ -623,4 +660,3 @@ def label_smoothing_floor(num_classes: int, smoothing: float) -> float:
         raise ValueError(f"need 0 <= smoothing <= 1 and at least 2 classes, got {smoothing}, {num_classes}")
     target = [1 - smoothing + smoothing / num_classes] + [smoothing / num_classes] * (num_classes - 1)
     return -sum(p * math.log(p) for p in target if p > 0)
-

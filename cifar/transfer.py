@@ -287,4 +287,3 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
     model = build(len(record["classes"]))
     model.load_state_dict(state)
     return model.eval(), record
-

@@ -207,8 +207,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 PRECISIONS: dict[str, torch.dtype | None | str] = {
-    "auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None,
-}  # fmt: skip
+    "auto": "auto",
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": None,
+}
 
 
 def precision_name(amp_dtype: torch.dtype | None) -> str:
@@ -483,9 +486,15 @@ def confused_pairs(matrix: np.ndarray, classes, n: int = 6):
     for a in range(len(classes)):
         for b in range(a + 1, len(classes)):
             both = int(matrix[a, b] + matrix[b, a])
-            rows.append({"pair": f"{classes[a]} / {classes[b]}", "a → b": int(matrix[a, b]),
-                         "b → a": int(matrix[b, a]), "errors": both,
-                         "% of all errors": round(100 * both / errors, 1) if errors else 0.0})  # fmt: skip
+            rows.append(
+                {
+                    "pair": f"{classes[a]} / {classes[b]}",
+                    "a → b": int(matrix[a, b]),
+                    "b → a": int(matrix[b, a]),
+                    "errors": both,
+                    "% of all errors": round(100 * both / errors, 1) if errors else 0.0,
+                }
+            )
     table = pd.DataFrame(rows).sort_values("errors", ascending=False, kind="stable").head(n)
     return table.set_index("pair")
 
@@ -513,8 +522,15 @@ def plot_confusion(matrix: np.ndarray, classes, title: str = "Confusion matrix (
     threshold = matrix.max() / 2
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
-                    color="white" if matrix[i, j] > threshold else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                matrix[i, j],
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if matrix[i, j] > threshold else "black",
+            )
     figure.colorbar(image, ax=ax, fraction=0.046)
     figure.tight_layout()
     plt.close(figure)

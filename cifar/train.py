@@ -1,8 +1,10 @@
 """The training engine: the training loop, prediction and evaluation, and a resumable ``fit``.
 
-Nothing here knows about a lesson: the S10 recipe is in :mod:`cifar.s10`, the raccoon boxes in
-:mod:`cifar.raccoon`, the fish in :mod:`cifar.fish`; each lesson's command is its own module's
-(``python -m cifar.s10``).
+:func:`train_one_epoch` is the textbook loop (:class:`StepOptions`: device, precision, clipping).
+Resuming an epoch interrupted part-way lives beside it: :class:`ResumableBatches` skips the batches
+already trained and sets the random state back, :class:`EpochTotals` keeps the running totals a
+checkpoint saves. :func:`fit` runs the epochs, tests and checkpoints (:class:`FitOptions`,
+:class:`Checkpoint`, :class:`WeightAverage`). Nothing here knows about a lesson.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .artifacts import load_weights, save_weights
+from .artifacts import load_model, save_weights
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader, read_image
 from .model import ResNet50, load_imagenet_into
 from .train import predict
@@ -694,12 +694,7 @@ def save_box_model(model: ResNet50, path: str | Path, **record) -> Path:
 
 def load_box_model(path: str | Path) -> tuple[ResNet50, dict]:
     """The :class:`ResNet50` saved by :func:`save_box_model` (float32, eval mode) and its record."""
-    state, record = load_weights(path)
-    if record.get("architecture") != "ResNet50":
-        raise ValueError(f"{path} holds a {record.get('architecture')!r}, not a ResNet50 box regressor")
-    model = ResNet50(num_classes=record["num_classes"], sigmoid=record["sigmoid"])
-    model.load_state_dict(state)
-    return model.eval(), record
+    return load_model(path, lambda record: ResNet50(record["num_classes"], sigmoid=record["sigmoid"]), "ResNet50")
 
 
 def box_model(sigmoid: bool = True, pretrained: bool = False, seed: int | None = None) -> tuple[ResNet50, str]:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import cli
-from .artifacts import load_weights, save_weights
+from .artifacts import load_model, save_weights
 from .dataset import CIFAR10_MEAN, CIFAR10_STD, BatchAugment, TensorBatches, class_balanced_subset, load_cifar10
 from .model import CifarResNet
 from .scheduler import one_cycle
@@ -191,10 +191,7 @@ def load_records(folder: str | Path = RECORDS_DIR, seed: int = 0) -> dict[str, d
 
 def load_residual_weights(path: str | Path) -> tuple[CifarResNet, dict]:
     """The network saved at ``path`` (the course's weights format) and its record."""
-    state, record = load_weights(path)
-    model = CifarResNet(record["depth"], record["shortcut"])
-    model.load_state_dict(state)
-    return model.eval(), record
+    return load_model(path, lambda record: CifarResNet(record["depth"], record["shortcut"]))
 
 
 # ----------------------------------------------------------------------------- figures

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import cli
-from .artifacts import load_weights, read_summary, record_path, save_atomic, save_history, save_weights, write_summary
+from .artifacts import load_model, read_summary, record_path, save_atomic, save_history, save_weights, write_summary
 from .dataset import (
     CIFAR10_CLASSES,
     AlbumentationsDataset,
@@ -371,12 +371,9 @@ def save_s10_weights(
 
 def load_s10_weights(path: str | Path) -> tuple[nn.Module, dict]:
     """The CustomResNet saved by :func:`save_s10_weights` (in float32, eval mode) and its record."""
-    state, record = load_weights(path)
-    if record.get("architecture") != "CustomResNet":
-        raise ValueError(f"{path} holds a {record.get('architecture')}, not a CustomResNet")
-    model = CustomResNet(logit_scale=recorded_option(record, "logit_scale"))
-    model.load_state_dict(state)
-    return model.eval(), record
+    return load_model(
+        path, lambda record: CustomResNet(logit_scale=recorded_option(record, "logit_scale")), "CustomResNet"
+    )
 
 
 TTA_CHOICES = ("recorded", "none", "flip", "shift")

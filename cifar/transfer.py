@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifacts import load_weights, save_weights
+from .artifacts import load_model, load_weights, save_weights
 from .dataset import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .model import CustomResNet, torchvision_state_dict
 from .scheduler import make_optimizer, one_cycle
@@ -280,10 +280,12 @@ def save_classifier(
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
     """The classifier saved by :func:`save_classifier` (float32, eval mode) and its record (``["classes"]``...)."""
-    state, record = load_weights(path)
-    build = CLASSIFIERS.get(record.get("architecture"))
-    if build is None:
-        raise ValueError(f"{path} holds a {record.get('architecture')!r}, not a classifier of {sorted(CLASSIFIERS)}")
-    model = build(len(record["classes"]))
-    model.load_state_dict(state)
-    return model.eval(), record
+
+    def build(record: dict) -> nn.Module:
+        if record.get("architecture") not in CLASSIFIERS:
+            raise ValueError(
+                f"{path} holds a {record.get('architecture')!r}, not a classifier of {sorted(CLASSIFIERS)}"
+            )
+        return CLASSIFIERS[record["architecture"]](len(record["classes"]))
+
+    return load_model(path, build)

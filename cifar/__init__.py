@@ -56,6 +56,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ResidualBlock",
         "Stage",
         "count_weighted_layers",
+        "imagenet_weights",
         "load_imagenet_into",
         "load_torchvision_resnet50",
         "torchvision_state_dict",

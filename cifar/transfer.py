@@ -23,7 +23,7 @@ from torch import nn
 
 from .artifacts import load_model, load_weights, save_weights
 from .dataset import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-from .model import CustomResNet, torchvision_state_dict
+from .model import CustomResNet, imagenet_notice, imagenet_weights
 from .scheduler import make_optimizer, one_cycle
 from .train import FitOptions, FitResult, fit, predict
 from .utils import get_device, resolve_amp_dtype
@@ -59,19 +59,14 @@ def resnet34_weights(
         raise ValueError(
             f"weights must be one of {list(ResNet34_Weights.__members__)}, a .pth file or None, not {weights!r}"
         )
-    try:
-        if is_file:
+    if is_file:
+        try:
             return torch.load(weights, map_location="cpu", weights_only=True), str(weights)
-        return torchvision_state_dict(ResNet34_Weights[str(weights)]), str(weights)
-    except Exception as error:  # offline, proxy, hash mismatch, corrupt file...
-        url = ResNet34_Weights.IMAGENET1K_V1.url
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        log(
-            f"Notice: ImageNet weights {weights} could not be loaded ({reason}); continuing with RANDOM weights. "
-            f"To use them offline, put {url.rsplit('/', 1)[-1]} in torch's hub cache "
-            "($TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints)."
-        )
-        return None, RANDOM_WEIGHTS
+        except Exception as error:  # a corrupt or foreign file
+            log(imagenet_notice(str(weights), error, ResNet34_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]))
+            return None, RANDOM_WEIGHTS
+    state = imagenet_weights(ResNet34_Weights[str(weights)], log)
+    return (state, str(weights)) if state is not None else (None, RANDOM_WEIGHTS)
 
 
 def resnet34_classifier(num_classes: int, state: dict[str, torch.Tensor] | None = None) -> nn.Module:

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from cifar import fish, transfer
+from cifar import model as cifar_model
 from cifar.dataset import AlbumentationsDataset, DataError, make_loader
 from cifar.fish import FishConfig, compare_seeds, fish_config, probe_seeds, run_seeds, run_transfer, seed_summary
 from cifar.train import FitOptions, predict
@@ -94,7 +95,7 @@ def test_offline_weights_give_a_one_line_notice_and_random_weights(monkeypatch):
     def offline(weights, progress=False):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(transfer, "torchvision_state_dict", offline)
+    monkeypatch.setattr(cifar_model, "torchvision_state_dict", offline)
     messages: list[str] = []
     assert resnet34_weights("IMAGENET1K_V1", log=messages.append) == (None, "random")
     assert len(messages) == 1 and "\n" not in messages[0]
@@ -111,7 +112,7 @@ def test_pretrained_weights_are_loaded_and_reported(monkeypatch, tmp_path):
 
     torch.manual_seed(123)
     state = resnet34().state_dict()
-    monkeypatch.setattr(transfer, "torchvision_state_dict", lambda weights, progress=False: state)
+    monkeypatch.setattr(cifar_model, "torchvision_state_dict", lambda weights, progress=False: state)
     loaded, used = resnet34_weights("IMAGENET1K_V1", log=pytest.fail)
     assert used == "IMAGENET1K_V1" and loaded is state
     model = resnet34_classifier(3, loaded)

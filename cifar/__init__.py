@@ -1,15 +1,16 @@
 """cifar: the support package of the residual-networks course.
 
 Library: ``dataset`` (CIFAR-10 and class-folder data, transforms, splits), ``model``
-(CustomResNet, ResNet-50 from scratch), ``train`` (the training engine: one epoch, evaluation,
-a resumable ``fit``), ``scheduler`` (optimizers, one-cycle, LR range test), ``boxes``
+(CustomResNet, ResNet-50 from scratch), ``train`` (the training engine: the textbook loop, resuming beside it,
+evaluation, a resumable ``fit``), ``scheduler`` (optimizers, one-cycle, LR range test), ``boxes``
 (bounding-box data, IoU metrics and losses), ``transfer`` (fine-tuning a ResNet-34 with a new
 head), ``artifacts`` (atomic saves, run summaries, the weights format), ``utils`` (data location,
 device, precision, seeding, plots, Grad-CAM), ``rf`` (receptive fields), ``bench`` (throughput),
 ``cli`` (the commands' shared options). Lessons: ``residual`` (plain and residual networks of the
 paper's CIFAR-10 experiment, the degradation problem), ``s10`` (the S10 CustomResNet on CIFAR-10),
 ``raccoon`` (ResNet-50 bounding-box regression on the raccoon photos), ``fish`` (ResNet-34
-transfer learning on the fish photos).
+transfer learning on the fish photos), ``residual`` (plain against residual networks); each runs
+its own command (``python -m cifar.<lesson>``) and no library module imports one.
 
 The names below are importable from ``cifar`` directly; each module is imported the first
 time one of its names is used, so ``import cifar`` itself is cheap.
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "dataset": (
         "AlbumentationsDataset",
+        "BatchAugment",
         "CIFAR10_CLASSES",
         "DataError",
         "IMAGENET_MEAN",
@@ -31,7 +33,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ImageFolderDataset",
         "class_counts",
         "cutout_fill",
-        "fish_group",
         "imagenet_eval_transforms",
         "imagenet_train_transforms",
         "load_cifar10",
@@ -44,7 +45,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "split_leak",
         "test_transforms",
         "train_transforms",
-        "video_group",
     ),
     "model": (
         "BasicBlock",
@@ -60,6 +60,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ShortcutA",
         "Stage",
         "count_weighted_layers",
+        "imagenet_weights",
         "load_imagenet_into",
         "load_torchvision_resnet50",
         "torchvision_state_dict",
@@ -68,7 +69,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "scheduler": ("find_lr", "lr_trace", "make_optimizer", "one_cycle", "range_test_figure"),
     "train": (
         "Checkpoint",
+        "EpochTotals",
+        "FitOptions",
         "FitResult",
+        "ResumableBatches",
+        "StepOptions",
         "WeightAverage",
         "accuracy_score",
         "evaluate",
@@ -97,6 +102,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "save_box_model",
     ),
     "transfer": (
+        "OneCycle",
         "fit_one_cycle",
         "freeze_backbone",
         "load_classifier",
@@ -138,15 +144,18 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "FishConfig",
         "compare_seeds",
         "fish_config",
+        "fish_group",
         "fish_root",
         "run_seeds",
         "run_transfer",
         "seed_summary",
         "split_groups",
         "transfer_data",
+        "video_group",
     ),
-    "artifacts": ("load_weights", "save_weights"),
+    "artifacts": ("load_model", "load_weights", "save_weights"),
     "utils": (
+        "Gallery",
         "autocast_dtype",
         "confusion_matrix",
         "confused_pairs",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -81,3 +82,20 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     record = json.loads(record_path(path).read_text())
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, record
+
+
+def load_model(
+    path: str | Path, build: Callable[[dict], nn.Module], architecture: str | None = None
+) -> tuple[nn.Module, dict]:
+    """The network saved at ``path`` in the course's weights format, in float32 and eval mode, and its record.
+
+    ``build(record)`` makes the empty network the record describes; ``architecture``, when given, is
+    the record's ``architecture`` that the file must hold (anything else raises a ValueError naming both).
+    The one loader of every lesson's weights: :func:`load_weights` (``weights_only=True``), then the network.
+    """
+    state, record = load_weights(path)
+    if architecture is not None and record.get("architecture") != architecture:
+        raise ValueError(f"{path} holds a {record.get('architecture')!r}, not a {architecture}")
+    model = build(record)
+    model.load_state_dict(state)
+    return model.eval(), record

@@ -43,7 +43,7 @@ from .dataset import (
 )
 from .model import CustomResNet
 from .scheduler import one_cycle
-from .train import accuracy_score, evaluate, train_one_epoch
+from .train import EpochTotals, ResumableBatches, StepOptions, accuracy_score, evaluate, train_one_epoch
 from .utils import autocast, autocast_dtype, describe_device, get_device, grad_scaler, seed_everything, seed_loader
 
 MEAN, STD = CIFAR10_MEAN, CIFAR10_STD
@@ -124,8 +124,11 @@ def time_training(
             rates.append(len(labels) / (end - start))
             data_ms.append(1000 * (loaded - start))
             step_ms.append(1000 * (end - loaded))
-    return {"img_s": statistics.median(rates), "data_ms": statistics.median(data_ms),
-            "step_ms": statistics.median(step_ms)}  # fmt: skip
+    return {
+        "img_s": statistics.median(rates),
+        "data_ms": statistics.median(data_ms),
+        "step_ms": statistics.median(step_ms),
+    }
 
 
 @torch.no_grad()
@@ -155,32 +158,14 @@ def time_loader(batch_size: int = 512, batches: int = 20, num_workers: int = 2) 
     """
     images, labels, source = _images(batch_size * (batches + 1))
     dataset = AlbumentationsDataset(images, labels, train_transforms(MEAN, STD))
-    rate, count = _loader_rate(dataset, batch_size, num_workers)
+    rate, count = loader_rate(dataset, batch_size, num_workers)
     return {"loader_img_s": rate, "images": count, "workers": num_workers, "data": source}
 
 
-def time_photo_loaders(batches: int | None = None, num_workers: int = 2) -> dict[str, float]:
-    """Images/s of the photo lessons' training loaders (decoding and augmentation, no model) with
-    ``num_workers`` workers: the raccoon photos at lesson 02's size, the fish photos at lesson 04's
-    ImageNet-recipe size and batch. ``batches``: time at most this many after the warm-up one."""
-    from .dataset import imagenet_train_transforms
-    from .fish import fish_config, read_fish
-    from .raccoon import raccoon_config, raccoon_datasets
-
-    box_config = raccoon_config()
-    box_train, _ = raccoon_datasets(box_config)
-    recipe = fish_config("imagenet")
-    photos = read_fish(None, recipe)
-    photos = photos.subset(np.arange(len(photos)), imagenet_train_transforms(recipe.image_size))
-    results = {}
-    loaders = (("raccoon", box_train, box_config.batch_size), ("fish", photos, recipe.batch_size))
-    for name, dataset, batch_size in loaders:
-        results[f"{name}_img_s"], results[f"{name}_images"] = _loader_rate(dataset, batch_size, num_workers, batches)
-    return results
-
-
-def _loader_rate(dataset, batch_size: int, num_workers: int, batches: int | None = None) -> tuple[float, int]:
-    """(images/s, images timed) over one pass of a shuffled training loader, the first batch left out."""
+def loader_rate(dataset, batch_size: int, num_workers: int, batches: int | None = None) -> tuple[float, int]:
+    """(images/s, images timed) over one pass of a shuffled training loader of ``dataset``, the first batch
+    (worker start-up) left out; ``batches``: time at most this many. The photo lessons time their own loaders
+    with it (``python -m cifar.raccoon --time-loader``, ``python -m cifar.fish --time-loader``)."""
     loader = make_loader(dataset, batch_size, train=True, num_workers=num_workers, device="cpu")
     iterator = iter(loader)
     next(iterator)
@@ -214,14 +199,21 @@ def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False,
     workers = min(2, os.cpu_count() or 1)
 
     def loader(num_workers: int | None) -> Callable[[], Iterator]:
-        return lambda: iter(make_loader(albumentations_set, batch_size, train=True, num_workers=num_workers,
-                                        device=device))  # fmt: skip
+        return lambda: iter(
+            make_loader(albumentations_set, batch_size, train=True, num_workers=num_workers, device=device)
+        )
 
     def tensor_batches() -> Iterator:
         return iter(TensorBatches(images, labels, batch_size, MEAN, STD, train=True, device=device))
 
-    results = {"device": describe_device(device), "autocast": str(amp or "none (fp32)").replace("torch.", ""),
-               "batch_size": batch_size, "warmup": warmup, "repeats": repeats, "data": source}  # fmt: skip
+    results = {
+        "device": describe_device(device),
+        "autocast": str(amp or "none (fp32)").replace("torch.", ""),
+        "batch_size": batch_size,
+        "warmup": warmup,
+        "repeats": repeats,
+        "data": source,
+    }
     paths = {
         "baseline": lambda: time_training(loader(workers), device, None, False, warmup, repeats),
         "default": lambda: time_training(loader(None), device, amp, True, warmup, repeats),
@@ -273,11 +265,19 @@ def precision_equivalence(
         loader = make_loader(train_set, batch_size, train=True, seed=0, num_workers=0, device=device)
         seed_loader(loader, 0)
         loss_fn = nn.CrossEntropyLoss()
-        train = train_one_epoch(model, loader, optimizer, loss_fn, device, schedule, amp, channels_last,
-                                progress=progress, desc=name, max_steps=steps)  # fmt: skip
+        totals = EpochTotals()
+        batches = ResumableBatches(loader, totals, device=device, max_steps=steps, desc=name if progress else None)
+        options = StepOptions(device, amp, channels_last)
+        train = train_one_epoch(model, batches, optimizer, loss_fn, schedule, options, totals)
         losses = train["losses"]
-        test = evaluate(model, make_loader(test_set, 500, train=False, device=device), device, amp, channels_last,
-                        score_fn=accuracy_score)  # fmt: skip
+        test = evaluate(
+            model,
+            make_loader(test_set, 500, train=False, device=device),
+            device,
+            amp,
+            channels_last,
+            score_fn=accuracy_score,
+        )
         results[f"{name}_losses"] = losses
         results[f"{name}_test_acc"] = test["score"]
         results["autocast" if name == "default" else "reference"] = str(amp or torch.float32).replace("torch.", "")
@@ -298,10 +298,14 @@ def plot_equivalence(results: dict, window: int = 10):
     for name, label in (("fp32", "fp32, NCHW"), ("default", f"{results['autocast']} autocast, channels-last")):
         losses = np.array(results[f"{name}_losses"])
         smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-        ax.plot(np.arange(window, len(losses) + 1), smooth,
-                label=f"{label}: test acc {results[f'{name}_test_acc']:.1f}%")  # fmt: skip
-    ax.set(xlabel="step", ylabel=f"training loss ({window}-step mean)",
-           title=f"Same weights, same batches: {results['steps']} steps of batch {results['batch_size']}")  # fmt: skip
+        ax.plot(
+            np.arange(window, len(losses) + 1), smooth, label=f"{label}: test acc {results[f'{name}_test_acc']:.1f}%"
+        )
+    ax.set(
+        xlabel="step",
+        ylabel=f"training loss ({window}-step mean)",
+        title=f"Same weights, same batches: {results['steps']} steps of batch {results['batch_size']}",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     figure.tight_layout()
@@ -321,14 +325,18 @@ def format_table(results: dict) -> str:
     if "compile_img_s" in results:
         rows.append(("compile", "compile: default + torch.compile"))
     rows.append(("eval", "inference (eval, default path)"))
-    lines = [f"S10 CustomResNet training step, batch {results['batch_size']}, {results['device']}",
-             f"{'path':<62}{'images/s':>10}{'vs baseline':>13}{'data ms':>9}{'step ms':>9}"]  # fmt: skip
+    lines = [
+        f"S10 CustomResNet training step, batch {results['batch_size']}, {results['device']}",
+        f"{'path':<62}{'images/s':>10}{'vs baseline':>13}{'data ms':>9}{'step ms':>9}",
+    ]
     for key, name in rows:
         value = results[f"{key}_img_s"]
         times = f"{results[f'{key}_data_ms']:>9.0f}{results[f'{key}_step_ms']:>9.0f}" if key != "eval" else ""
         lines.append(f"{name:<62}{value:>10.0f}{value / results['baseline_img_s']:>12.2f}x{times}")
-    lines.append("data ms: median wait per step for the batch on the device (0: the data pipeline keeps up); "
-                 "step ms: forward, backward, optimizer")  # fmt: skip
+    lines.append(
+        "data ms: median wait per step for the batch on the device (0: the data pipeline keeps up); "
+        "step ms: forward, backward, optimizer"
+    )
     lines.append(
         f"best training path reaches {results['reached_tflops']:.2f} TFLOP/s "
         f"({results['gmac_per_image']:.2f} GMAC/image forward, x6 per trained image) of a "
@@ -346,13 +354,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per path (default 5, 3 with --fast)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
-    parser.add_argument("--equivalence", type=int, metavar="STEPS", default=None,
-                        help="instead of timing: train STEPS steps in fp32/NCHW and on the default path from the same "
-                        "weights and batches, and compare loss curves and test accuracy")  # fmt: skip
-    parser.add_argument("--loader", action="store_true",
-                        help="instead: the albumentations DataLoader's images/s alone (2 workers)")  # fmt: skip
-    parser.add_argument("--photos", action="store_true",
-                        help="with --loader: also the photo lessons' training loaders")  # fmt: skip
+    parser.add_argument(
+        "--equivalence",
+        type=int,
+        metavar="STEPS",
+        default=None,
+        help="instead of timing: train STEPS steps in fp32/NCHW and on the default path from the same "
+        "weights and batches, and compare loss curves and test accuracy",
+    )
+    parser.add_argument(
+        "--loader", action="store_true", help="instead: the albumentations DataLoader's images/s alone (2 workers)"
+    )
     parser.add_argument("--plot", default=None, help="with --equivalence: save the loss curves to this PNG")
     parser.add_argument("--test-images", type=int, default=2000, help="with --equivalence: test images to score")
     return parser.parse_args(argv)
@@ -366,13 +378,10 @@ def main(argv: list[str] | None = None) -> dict:
 def _main(args: argparse.Namespace) -> dict:
     if args.loader:
         results = time_loader(args.batch_size or 512, 4 if args.fast else 20)
-        print(f"albumentations DataLoader, {results['workers']} workers, {results['data']}: "
-              f"{results['loader_img_s']:.0f} images/s over {results['images']} images")  # fmt: skip
-        if args.photos:
-            results.update(time_photo_loaders(2 if args.fast else None))
-            for name in ("raccoon", "fish"):
-                print(f"{name} photos' training loader, 2 workers: {results[f'{name}_img_s']:.0f} images/s "
-                      f"over {results[f'{name}_images']} images")  # fmt: skip
+        print(
+            f"albumentations DataLoader, {results['workers']} workers, {results['data']}: "
+            f"{results['loader_img_s']:.0f} images/s over {results['images']} images"
+        )
         return results
     if args.equivalence:
         steps, batch_size = args.equivalence, args.batch_size or 64
@@ -381,11 +390,16 @@ def _main(args: argparse.Namespace) -> dict:
             plot_equivalence(results).savefig(args.plot, dpi=100, bbox_inches="tight")
         print(f"{results['steps']} steps of batch {results['batch_size']} on {results['device']}, {results['data']}")
         for name in ("fp32", "default"):
-            print(f"{name:>5}: mean loss of the last fifth {results[f'{name}_final_loss']:.4f}, "
-                  f"test accuracy {results[f'{name}_test_acc']:.2f}% ({results['test_images']} images)")  # fmt: skip
+            print(
+                f"{name:>5}: mean loss of the last fifth {results[f'{name}_final_loss']:.4f}, "
+                f"test accuracy {results[f'{name}_test_acc']:.2f}% ({results['test_images']} images)"
+            )
         print(f"mean |loss gap| per step {results['mean_abs_loss_gap']:.4f}")
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()
-                          if not k.endswith("_losses")}))  # fmt: skip
+        print(
+            json.dumps(
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items() if not k.endswith("_losses")}
+            )
+        )
         return results
     batch_size = args.batch_size or (128 if args.fast else 512)
     repeats = args.repeats or (3 if args.fast else 5)

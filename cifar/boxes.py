@@ -12,8 +12,6 @@ The library of the raccoon lesson (:mod:`cifar.raccoon`), usable with any CSV of
   the original course's "accuracy" (:func:`original_accuracy`), kept only as a contrast;
 * :func:`box_model`, :func:`predict_boxes`, :func:`prediction_gallery`, :func:`measure_latency`,
   :func:`save_box_model` / :func:`load_box_model` (the course's weights format).
-
-``python -m cifar.boxes`` runs the raccoon lesson's command line (:func:`cifar.raccoon.main`).
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .artifacts import load_weights, save_weights
+from .artifacts import load_model, save_weights
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader, read_image
 from .model import ResNet50, load_imagenet_into
 from .train import predict
@@ -119,8 +117,19 @@ def read_box_csv(
             _check_stated_size(row, width, height, path, where)
         if box[2] > width or box[3] > height:
             raise DataError(f"{where}: box (xmin, ymin, xmax, ymax) = {box} lies outside the {width}x{height} image.")
-        records.append({"filename": filename, "path": str(path), "width": width, "height": height,
-                        "xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3], "row": i + 1})  # fmt: skip
+        records.append(
+            {
+                "filename": filename,
+                "path": str(path),
+                "width": width,
+                "height": height,
+                "xmin": box[0],
+                "ymin": box[1],
+                "xmax": box[2],
+                "ymax": box[3],
+                "row": i + 1,
+            }
+        )
     return _one_box_per_image(pd.DataFrame(records), multi_box, csv_path.name)
 
 
@@ -185,8 +194,10 @@ def _one_box_per_image(boxes: pd.DataFrame, multi_box: str, csv_name: str) -> pd
     boxes["boxes"] = boxes.groupby("filename", sort=False)["row"].transform("size")
     if multi_box == "error" and (boxes.boxes > 1).any():
         first = boxes[boxes.boxes > 1].iloc[0]
-        raise DataError(f"{csv_name} row {first.row}, image {first.filename!r}: {first.boxes} boxes on one "
-                        "image, and multi_box='error'.")  # fmt: skip
+        raise DataError(
+            f"{csv_name} row {first.row}, image {first.filename!r}: {first.boxes} boxes on one "
+            "image, and multi_box='error'."
+        )
     if multi_box == "largest":  # stable sort: the first row wins a tie
         keep = boxes.sort_values("area", ascending=False, kind="stable").drop_duplicates("filename").index
     else:
@@ -351,14 +362,15 @@ class GIoULoss(nn.Module):
 def sort_corners(boxes: torch.Tensor) -> torch.Tensor:
     """(x1, y1, x2, y2) -> (min x, min y, max x, max y)."""
     x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2),
-                        torch.maximum(y1, y2)], -1)  # fmt: skip
+    return torch.stack([torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)], -1)
 
 
 #: The regression losses by name (see :func:`box_loss`).
 BOX_LOSSES: dict[str, Callable[[], nn.Module]] = {
-    "mse": nn.MSELoss, "smoothl1": lambda: nn.SmoothL1Loss(beta=0.05), "giou": GIoULoss,
-}  # fmt: skip
+    "mse": nn.MSELoss,
+    "smoothl1": lambda: nn.SmoothL1Loss(beta=0.05),
+    "giou": GIoULoss,
+}
 
 
 def box_loss(name: str = "mse") -> nn.Module:
@@ -584,8 +596,9 @@ def prediction_gallery(
     else:
         summary = f"mean IoU {shown:.3f} over these {len(indices)} photos, {iou.mean():.3f} over all {len(dataset)}"
     title = f"True (green) and predicted (red) boxes\n{summary}"
-    return show_images(images, titles, ncols=ncols, size=3.0 if thumbnail is None else _panel_inches(thumbnail),
-                       title=title)  # fmt: skip
+    return show_images(
+        images, titles, ncols=ncols, size=3.0 if thumbnail is None else _panel_inches(thumbnail), title=title
+    )
 
 
 def plot_box_history(history: list[dict]):
@@ -631,8 +644,13 @@ def measure_latency(
     model.to(device)
     was_training = model.training
     model.eval()
-    result: dict = {"device": describe_device(device), "image_size": image_size, "warmup": warmup,
-                    "repeats": repeats, "dtype": str(amp_dtype or torch.float32).replace("torch.", "")}  # fmt: skip
+    result: dict = {
+        "device": describe_device(device),
+        "image_size": image_size,
+        "warmup": warmup,
+        "repeats": repeats,
+        "dtype": str(amp_dtype or torch.float32).replace("torch.", ""),
+    }
     try:
         for batch in batch_sizes:
             inputs = torch.randn(batch, 3, image_size, image_size, device=device)
@@ -640,8 +658,9 @@ def measure_latency(
                 for _ in range(warmup):
                     model(inputs)
                 times = []
-                bar = tqdm(range(repeats), desc=f"latency, batch {batch}", disable=not progress, leave=False,
-                           file=sys.stdout)  # fmt: skip
+                bar = tqdm(
+                    range(repeats), desc=f"latency, batch {batch}", disable=not progress, leave=False, file=sys.stdout
+                )
                 for _ in bar:
                     _synchronize(device)
                     start = time.perf_counter()
@@ -664,19 +683,18 @@ def save_box_model(model: ResNet50, path: str | Path, **record) -> Path:
     The JSON record holds what :func:`load_box_model` rebuilds the network from (architecture, head
     width, sigmoid) and ``record`` (the config, metrics, normalization...).
     """
-    record = {"architecture": type(model).__name__, "num_classes": model.fc.out_features,
-              "sigmoid": bool(getattr(model, "sigmoid", False)), **record}  # fmt: skip
+    record = {
+        "architecture": type(model).__name__,
+        "num_classes": model.fc.out_features,
+        "sigmoid": bool(getattr(model, "sigmoid", False)),
+        **record,
+    }
     return save_weights(model, path, record)
 
 
 def load_box_model(path: str | Path) -> tuple[ResNet50, dict]:
     """The :class:`ResNet50` saved by :func:`save_box_model` (float32, eval mode) and its record."""
-    state, record = load_weights(path)
-    if record.get("architecture") != "ResNet50":
-        raise ValueError(f"{path} holds a {record.get('architecture')!r}, not a ResNet50 box regressor")
-    model = ResNet50(num_classes=record["num_classes"], sigmoid=record["sigmoid"])
-    model.load_state_dict(state)
-    return model.eval(), record
+    return load_model(path, lambda record: ResNet50(record["num_classes"], sigmoid=record["sigmoid"]), "ResNet50")
 
 
 def box_model(sigmoid: bool = True, pretrained: bool = False, seed: int | None = None) -> tuple[ResNet50, str]:
@@ -692,9 +710,3 @@ def box_model(sigmoid: bool = True, pretrained: bool = False, seed: int | None =
         model = ResNet50(num_classes=4, sigmoid=sigmoid)
     status = load_imagenet_into(model) if pretrained else "Random initialisation (pretrained=False)."
     return model, status
-
-
-if __name__ == "__main__":
-    from .raccoon import main
-
-    main()

@@ -1,4 +1,5 @@
-"""One convention for the course's commands (``python -m cifar.train``, ``.boxes``, ``.transfer``, ``.bench``, ``.rf``).
+"""One convention for the course's commands: each lesson's own (``python -m cifar.s10``, ``.raccoon``,
+``.fish``, ``.residual``), ``python -m cifar.bench`` and ``python -m cifar.rf``.
 
 The commands that train into a run folder start from :func:`base_parser`, which gives the same
 names to the same things: ``--fast`` (the smoke run: the lesson's fast mode, small subsets and
@@ -29,15 +30,21 @@ USER_ERRORS = (DataError, FileNotFoundError, ValueError)
 def base_parser(prog: str, description: str, out: str, data_help: str) -> argparse.ArgumentParser:
     """A parser with the options every command shares; ``out`` is the default run folder."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--fast", action="store_true",
-                        help="smoke run: the lesson's fast mode (small subsets, few steps); explicit options "
-                        "still override it")  # fmt: skip
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="smoke run: the lesson's fast mode (small subsets, few steps); explicit options still override it",
+    )
     parser.add_argument("--data-dir", help=data_help)
     parser.add_argument("--out", default=out, help="run folder: checkpoint, history, figures (resumes if present)")
-    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto",
-                        help="arithmetic of training and testing: auto (bf16 where the hardware has it natively, "
-                        "fp16 with gradient scaling on older GPUs, else fp32), or force one; recorded with the "
-                        "run")  # fmt: skip
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="auto",
+        help="arithmetic of training and testing: auto (bf16 where the hardware has it natively, "
+        "fp16 with gradient scaling on older GPUs, else fp32), or force one; recorded with the "
+        "run",
+    )
     return parser
 
 

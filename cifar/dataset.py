@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
@@ -29,12 +29,20 @@ from PIL import Image
 from torch.nn import functional as nn_functional
 from torch.utils.data import DataLoader, Dataset
 
-from .utils import cache_dir, data_dir, derive_seed, get_device, seed_transform
+from .utils import DataError, cache_dir, data_dir, derive_seed, file_sha256, get_device, seed_transform
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ZIP_NAMES = {"train": "cifar10_train.zip", "test": "cifar10_test.zip"}
 
@@ -44,10 +52,6 @@ HOW_TO_GET_DATA = (
     "CIFAR_DATA_DIR to a folder holding cifar10/cifar10_train.zip and cifar10/cifar10_test.zip "
     "(or cifar10/train/<class>/*.jpg and cifar10/test/<class>/*.jpg), or pass --data-dir."
 )
-
-
-class DataError(ValueError):
-    """Raised for data that is missing or not in the expected layout; names path and fix."""
 
 
 def _check_split(split: str) -> None:
@@ -157,15 +161,6 @@ def read_class_zip(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise DataError(f"{archive} has no images for class(es) {', '.join(missing)} under {split}/.")
     return _stack(images, labels, f"{archive}:{split}/")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _source_key(source: Path) -> str:
@@ -405,11 +400,30 @@ def augment_batch(
     xs = torch.arange(width, device=device)[None, None, :]
     half = cutout // 2
     holes = (
-        (ys >= (centre_y - half)[:, None, None]) & (ys < (centre_y + cutout - half)[:, None, None])
-        & (xs >= (centre_x - half)[:, None, None]) & (xs < (centre_x + cutout - half)[:, None, None])
+        (ys >= (centre_y - half)[:, None, None])
+        & (ys < (centre_y + cutout - half)[:, None, None])
+        & (xs >= (centre_x - half)[:, None, None])
+        & (xs < (centre_x + cutout - half)[:, None, None])
         & apply[:, None, None]
-    )  # fmt: skip
+    )
     return out, holes[:, None]
+
+
+@dataclass
+class BatchAugment:
+    """How :class:`TensorBatches` shuffles and augments training batches.
+
+    ``seed`` seeds the shuffling and the draws (the trainer re-seeds them every epoch). ``pad`` is
+    the largest shift of the random crop and ``cutout`` the side of the hole (0: no hole).
+    ``alternating_flip`` (airbench) replaces the coin flip: every image gets a fixed random
+    orientation from ``seed`` in even epochs and the other one in odd epochs, so that consecutive
+    epochs show each image both ways.
+    """
+
+    seed: int = 0
+    pad: int = 4
+    cutout: int = 8
+    alternating_flip: bool = False
 
 
 class TensorBatches:
@@ -421,10 +435,9 @@ class TensorBatches:
     batches in channels-last layout, with labels. Shuffling is seeded through ``generator``
     (the trainer re-seeds it every epoch), so runs are reproducible.
 
-    ``alternating_flip`` (airbench) replaces the coin flip: every image gets a fixed random
-    orientation from ``seed`` in even epochs and the other one in odd epochs (``set_epoch``,
-    which the trainer calls), so that consecutive epochs show each image both ways. ``pad`` is
-    the largest shift of the random crop and ``cutout`` the side of the hole (0: no hole).
+    ``train`` batches are shuffled and augmented as ``augment`` says (:class:`BatchAugment`; None:
+    its defaults); test batches come in order, unaugmented. ``set_epoch``, which the trainer calls,
+    tells alternating flips which epoch is drawn.
     """
 
     def __init__(
@@ -434,24 +447,22 @@ class TensorBatches:
         batch_size: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
-        train: bool,
+        train: bool = False,
         device: torch.device | str = "cpu",
-        seed: int = 0,
-        drop_last: bool = False,
-        alternating_flip: bool = False,
-        pad: int = 4,
-        cutout: int = 8,
+        augment: BatchAugment | None = None,
     ):
+        augment = augment if augment is not None else BatchAugment()
+        seed, self.drop_last = augment.seed, False
         self.device = torch.device(device)
-        self.pad, self.cutout = pad, cutout
+        self.pad, self.cutout = augment.pad, augment.cutout
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
-        self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
+        self.batch_size, self.train = batch_size, train
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
         self.generator = torch.Generator().manual_seed(seed)
         self.first_flip = None
-        if alternating_flip:
+        if augment.alternating_flip:
             orientations = torch.Generator().manual_seed(derive_seed(seed, "alternating flip"))
             self.first_flip = torch.rand(len(self.labels), generator=orientations) < 0.5
         self.epoch = 0
@@ -625,8 +636,9 @@ class ImageFolderDataset(Dataset):
                 import warnings
 
                 names = ", ".join(str(p) for p, _ in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-                warnings.warn(f"Skipped {len(skipped)} unreadable image(s) of {len(samples)} under {root}: {names}",
-                              stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"Skipped {len(skipped)} unreadable image(s) of {len(samples)} under {root}: {names}", stacklevel=2
+                )
             samples = kept
         if not samples:
             raise DataError(f"No readable images under {root}.")
@@ -661,43 +673,11 @@ class ImageFolderDataset(Dataset):
         return self.transform(image=image)["image"], int(self.labels[index])
 
 
-def fish_group(path: str | Path) -> str:
-    """The fish an image shows: its file name up to ``fishN`` (also ``nofishN``).
-
-    ``20150413_165229_B562_00408CF4B573_fish1_frame22.png`` -> ``..._fish1``; frames of one
-    fish share it. A name without ``fishN`` is its own group (its stem).
-    """
-    stem = Path(path).stem
-    match = re.match(r"(.*?fish\d+)", stem)
-    return match.group(1) if match else stem
-
-
-def kaggle_group(path: str | Path) -> str:
-    """The group of an image of Kaggle's fish set: its class folder and file stem, i.e. the image alone.
-
-    Kaggle's names (``00001.png`` ... in every class) say nothing about which fish a photo shows,
-    and :func:`fish_group` would put ``Trout/00001.png`` and ``Shrimp/00001.png`` in one group.
-    """
-    path = Path(path)
-    return f"{path.parent.name}/{path.stem}"
-
-
-def video_group(path: str | Path) -> str:
-    """The video an image comes from: its file name before ``_fishN`` / ``_nofishN`` (a stricter key).
-
-    One video can hold several tracks of what may be the same fish (one brown-trout video of the
-    offline set has 21), so grouping by video rules out that leak too, at the cost of fewer groups.
-    """
-    stem = Path(path).stem
-    match = re.match(r"(.*?)_(?:no)?fish\d+", stem)
-    return match.group(1) if match else stem
-
-
 def split_indices(labels, test_fraction: float = 0.2, seed: int = 0, groups=None) -> tuple[np.ndarray, np.ndarray]:
     """Seeded, stratified train/test split: sorted ``(train_idx, test_idx)``.
 
     Each class gets ``round(test_fraction * n_class)`` test images. With ``groups`` (one key per
-    sample, e.g. :func:`fish_group` of each path) whole groups go to one side: per class the
+    sample, e.g. :func:`cifar.fish.fish_group` of each path) whole groups go to one side: per class the
     groups are shuffled and taken into the test set while that brings its image count closer
     to the target, so no group straddles the split and the proportions hold approximately.
     A group with mixed labels is counted under its most frequent label. Every class with two
@@ -750,7 +730,7 @@ def shared_group_fraction(groups, train_idx, test_idx) -> float:
 
 def split_leak(groups, labels, train_idx, test_idx, classes=None):
     """How much a split leaks through ``groups``: per class and overall, the test images whose group
-    (e.g. the video, :func:`video_group` of each path) also has images in training.
+    (e.g. the video, :func:`cifar.fish.video_group` of each path) also has images in training.
 
     Measures any split, whatever it was grouped by. Returns a DataFrame indexed by class name
     (``classes``, default the label numbers) and ``"all"``, with the columns ``test images``,

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .dataset import DataError, file_sha256
+from .utils import DataError, file_sha256
 
 MIRROR_ENV = "CIFAR_DOWNLOAD_MIRROR"
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
@@ -137,8 +137,14 @@ def download_file(url: str, dest: str | Path, sha256: str, progress: bool = True
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response, open(part, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False,
-                       disable=not progress or total < BIG_FILE)  # fmt: skip
+            bar = tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=dest.name,
+                leave=False,
+                disable=not progress or total < BIG_FILE,
+            )
             with bar:
                 while block := response.read(CHUNK):
                     out.write(block)

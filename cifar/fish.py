@@ -12,12 +12,13 @@ lesson 03 (committed weights, so a transfer that exists offline) with a new head
 that fits the start it got), :func:`run_seeds` a recipe over several seeds into a table, which
 :func:`seed_summary` and :func:`compare_seeds` read. On the command line::
 
-    python -m cifar.transfer --data-dir $CIFAR_DATA_DIR/fish_egu2017 --out runs/fish
+    python -m cifar.fish --data-dir $CIFAR_DATA_DIR/fish_egu2017 --out runs/fish
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -30,23 +31,22 @@ from torch import nn
 
 from . import cli
 from .artifacts import save_history, write_summary
+from .bench import loader_rate
 from .dataset import (
     ImageFolderDataset,
-    fish_group,
     imagenet_eval_transforms,
     imagenet_train_transforms,
-    kaggle_group,
     make_loader,
     shared_group_fraction,
     split_indices,
-    video_group,
 )
 from .download import FISH_EGU2017, download_kaggle_fish, download_source, kaggle_fish_root
-from .train import predict
+from .train import FitOptions, predict
 from .transfer import (
     IMAGENET_WEIGHTS,
     NORMALIZATION,
     RANDOM_WEIGHTS,
+    OneCycle,
     extract_features,
     fit_one_cycle,
     freeze_backbone,
@@ -141,10 +141,19 @@ def fish_s10_recipe() -> FishConfig:
     memory. What the features are worth before any training: :func:`probe_seeds`.
     """
     return replace(
-        FishConfig(), arch="s10", weights=str(s10_weights_path()), image_size=(48, 72), batch_size=32,
-        stages="two", head_epochs=1, fine_tune_epochs=3, max_lr=1e-2, fine_tune_lr=2e-3, backbone_lr_factor=None,
+        FishConfig(),
+        arch="s10",
+        weights=str(s10_weights_path()),
+        image_size=(48, 72),
+        batch_size=32,
+        stages="two",
+        head_epochs=1,
+        fine_tune_epochs=3,
+        max_lr=1e-2,
+        fine_tune_lr=2e-3,
+        backbone_lr_factor=None,
         cache=True,
-    )  # fmt: skip
+    )
 
 
 #: The lesson's recipes: ResNet-34 from ImageNet weights or random ones, and the S10 network from CIFAR-10's.
@@ -161,8 +170,16 @@ def fish_config(recipe: str = "imagenet", fast: bool = False) -> FishConfig:
     config = FISH_RECIPES[recipe]()
     if fast:
         size = min(config.image_size, (64, 96))  # the recipe's own if smaller (the S10 recipe's)
-        config = replace(config, image_size=size, batch_size=16, head_epochs=1, fine_tune_epochs=1,
-                         train_per_class=8, test_per_class=4, max_steps_per_epoch=1)  # fmt: skip
+        config = replace(
+            config,
+            image_size=size,
+            batch_size=16,
+            head_epochs=1,
+            fine_tune_epochs=1,
+            train_per_class=8,
+            test_per_class=4,
+            max_steps_per_epoch=1,
+        )
     return config
 
 
@@ -208,6 +225,41 @@ def _per_class(indices: np.ndarray, labels: np.ndarray, n: int | None, seed: int
     return np.sort(np.concatenate(keep))
 
 
+# ----------------------------------------------------------------------------- the file-name rules
+
+
+def fish_group(path: str | Path) -> str:
+    """The fish an image shows: its file name up to ``fishN`` (also ``nofishN``).
+
+    ``20150413_165229_B562_00408CF4B573_fish1_frame22.png`` -> ``..._fish1``; frames of one
+    fish share it. A name without ``fishN`` is its own group (its stem).
+    """
+    stem = Path(path).stem
+    match = re.match(r"(.*?fish\d+)", stem)
+    return match.group(1) if match else stem
+
+
+def kaggle_group(path: str | Path) -> str:
+    """The group of an image of Kaggle's fish set: its class folder and file stem, i.e. the image alone.
+
+    Kaggle's names (``00001.png`` ... in every class) say nothing about which fish a photo shows,
+    and :func:`fish_group` would put ``Trout/00001.png`` and ``Shrimp/00001.png`` in one group.
+    """
+    path = Path(path)
+    return f"{path.parent.name}/{path.stem}"
+
+
+def video_group(path: str | Path) -> str:
+    """The video an image comes from: its file name before ``_fishN`` / ``_nofishN`` (a stricter key).
+
+    One video can hold several tracks of what may be the same fish (one brown-trout video of the
+    offline set has 21), so grouping by video rules out that leak too, at the cost of fewer groups.
+    """
+    stem = Path(path).stem
+    match = re.match(r"(.*?)_(?:no)?fish\d+", stem)
+    return match.group(1) if match else stem
+
+
 #: How each split of the offline set groups its images: whole videos, whole fish, or none (single frames).
 FISH_SPLITS: dict[str, Callable[[Path], str] | None] = {"video": video_group, "fish": fish_group, "frames": None}
 #: The fish lesson's data sources and the group that overrides the split's for a source whose file names
@@ -238,8 +290,21 @@ def fish_root(root: str | Path | None = None, source: str = "egu2017") -> Path:
 def read_fish(root: str | Path | None, config: FishConfig) -> ImageFolderDataset:
     """The class-folder set under ``root`` (None: :func:`fish_root`), read as ``config`` says (``on_error``,
     ``cache``: decode every image once and keep it in memory)."""
-    return ImageFolderDataset.from_folder(fish_root() if root is None else root, on_error=config.on_error,
-                                          cache=config.cache)  # fmt: skip
+    return ImageFolderDataset.from_folder(
+        fish_root() if root is None else root, on_error=config.on_error, cache=config.cache
+    )
+
+
+def time_training_loader(
+    batches: int | None = None, num_workers: int = 2, root: str | Path | None = None
+) -> dict[str, float]:
+    """Images/s of the ImageNet recipe's training loader (decoding and augmentation, no model) at its size and
+    batch, with ``num_workers`` workers; ``batches``: time at most this many after the warm-up one."""
+    recipe = fish_config("imagenet")
+    photos = read_fish(root, recipe)
+    photos = photos.subset(np.arange(len(photos)), imagenet_train_transforms(recipe.image_size))
+    rate, images = loader_rate(photos, recipe.batch_size, num_workers, batches)
+    return {"fish_img_s": rate, "fish_images": images}
 
 
 def split_groups(paths: Sequence[Path], split: str, group_fn: Callable[[Path], str] | None = None) -> list[str] | None:
@@ -325,10 +390,10 @@ def _loaders(dataset: ImageFolderDataset, train_idx, test_idx, config: FishConfi
     )
 
 
-def _train_stages(model, stages, train_loader, test_loader, config, weights_used, folder, **fit_options):
+def _train_stages(model, stages, loaders, config, weights_used, folder, options: FitOptions):
     """Each stage of ``stages`` in turn (frozen backbone or all layers) with :func:`fit_one_cycle`;
     returns the history (epochs numbered across stages, each row with its stage) and every batch's LR."""
-    log = fit_options["log"]
+    log = options.log
     history: list[dict] = []
     lrs: list[float] = []
     for number, (name, epochs, max_lr, factor, frozen) in enumerate(stages, 1):
@@ -338,12 +403,16 @@ def _train_stages(model, stages, train_loader, test_loader, config, weights_used
             unfreeze(model)
         log(f"stage {number}/{len(stages)}: {name}, {epochs} epoch(s), one-cycle max LR {max_lr:g}")
         stage_dir = folder / f"stage{number}_{name.replace(' ', '_')}" if folder is not None else None
-        result = fit_one_cycle(
-            epochs, max_lr, model, train_loader, test_loader, config.weight_decay, config.grad_clip,
-            config.optimizer, backbone_lr_factor=factor, seed=derive_seed(config.seed, "stage", number),
-            checkpoint_dir=stage_dir, config={**asdict(config), "stage": name, "weights_used": weights_used},
-            max_steps_per_epoch=config.max_steps_per_epoch, **fit_options,
-        )  # fmt: skip
+        cycle = OneCycle(config.optimizer, config.weight_decay, backbone_lr_factor=factor)
+        stage_options = replace(
+            options,
+            grad_clip=config.grad_clip,
+            seed=derive_seed(config.seed, "stage", number),
+            checkpoint_dir=stage_dir,
+            config={**asdict(config), "stage": name, "weights_used": weights_used},
+            max_steps_per_epoch=config.max_steps_per_epoch,
+        )
+        result = fit_one_cycle(epochs, max_lr, model, *loaders, cycle, stage_options)
         history += [{**row, "epoch": len(history) + row["epoch"], "stage": name} for row in result.history]
         lrs += result.lrs
     unfreeze(model)
@@ -354,12 +423,9 @@ def run_transfer(
     root: str | Path | None = None,
     config: FishConfig | None = None,
     out: str | Path | None = None,
-    device: torch.device | None = None,
-    progress: bool = True,
-    log: Callable[[str], object] = print,
+    options: FitOptions | None = None,
     group_fn: Callable[[Path], str] | None = None,
     random_config: FishConfig | None = None,
-    amp_dtype: torch.dtype | None | str = "auto",
     dataset: ImageFolderDataset | None = None,
 ) -> TransferResult:
     """Train the lesson's classifier (``config.arch``) on a class-folder set and test it.
@@ -370,27 +436,46 @@ def run_transfer(
     (:func:`transfer_data`), then one-cycle stages (:func:`_plan`): pretrained, ``head_epochs`` with
     the backbone frozen then ``fine_tune_epochs`` of all layers; random, one stage of all layers for
     as many epochs, unless ``stages="two"``. ``out``: each stage checkpointed there (a rerun resumes),
-    and the classifier, history and summary saved. ``amp_dtype``: as in :func:`cifar.train.fit`.
+    and the classifier, history and summary saved. ``options`` (:class:`~cifar.train.FitOptions`): the
+    device, precision (the same for training, testing and the final test), progress bar and log.
     """
-    config, device, started = config or fish_config(), device or get_device(), time.perf_counter()
+    config, started = config or fish_config(), time.perf_counter()
+    options = options if options is not None else FitOptions()
+    device = options.device if options.device is not None else get_device()
+    amp_dtype = resolve_amp_dtype(device, options.amp_dtype)
+    options, log = replace(options, device=device, amp_dtype=amp_dtype), options.log
     config, state, weights_used = _start(config, random_config, log)
     dataset, train_idx, test_idx, leak = transfer_data(root, config, group_fn, dataset)
     train_loader, test_loader = _loaders(dataset, train_idx, test_idx, config, device)
-    amp_dtype = resolve_amp_dtype(device, amp_dtype)  # the same precision for training, testing and the final test
     model = _classifier(config, state, len(dataset.classes))
-    log(f"{len(dataset.classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({config.split} split, "
-        f"{100 * leak:.0f}% of test images share a video with training); weights: {weights_used}")  # fmt: skip
+    log(
+        f"{len(dataset.classes)} classes; train {len(train_idx)} / test {len(test_idx)} images ({config.split} split, "
+        f"{100 * leak:.0f}% of test images share a video with training); weights: {weights_used}"
+    )
     folder, stages = Path(out) if out is not None else None, _plan(config, weights_used)
-    history, lrs = _train_stages(model, stages, train_loader, test_loader, config, weights_used, folder, device=device,
-                                 progress=progress, log=log, amp_dtype=amp_dtype)  # fmt: skip
+    loaders = (train_loader, test_loader)
+    history, lrs = _train_stages(model, stages, loaders, config, weights_used, folder, options)
     outputs, targets = predict(model, test_loader, device, amp_dtype)
     accuracy = (outputs.argmax(1) == targets).float().mean().item() * 100
     result = TransferResult(
-        model=model, classes=dataset.classes, weights=weights_used, stages=[s[0] for s in stages], history=history,
-        lrs=lrs, test_accuracy=accuracy, confusion=confusion_matrix(outputs.argmax(1), targets, len(dataset.classes)),
-        outputs=outputs, targets=targets, test_set=test_loader.dataset, split=config.split, leak=leak,
-        train_images=len(train_idx), test_images=len(test_idx), config=config, seconds=time.perf_counter() - started,
-    )  # fmt: skip
+        model=model,
+        classes=dataset.classes,
+        weights=weights_used,
+        stages=[s[0] for s in stages],
+        history=history,
+        lrs=lrs,
+        test_accuracy=accuracy,
+        confusion=confusion_matrix(outputs.argmax(1), targets, len(dataset.classes)),
+        outputs=outputs,
+        targets=targets,
+        test_set=test_loader.dataset,
+        split=config.split,
+        leak=leak,
+        train_images=len(train_idx),
+        test_images=len(test_idx),
+        config=config,
+        seconds=time.perf_counter() - started,
+    )
     log(f"test accuracy {accuracy:.2f}% ({config.split} split, weights: {weights_used})")
     if folder is not None:
         _save_run(result, folder, root, describe_device(device, amp_dtype))
@@ -456,26 +541,31 @@ def run_seeds(
     root: str | Path | None = None,
     name: str | None = None,
     dataset: ImageFolderDataset | None = None,
-    log: Callable[[str], object] = print,
-    **run_options,
+    options: FitOptions | None = None,
+    random_config: FishConfig | None = None,
 ) -> pd.DataFrame:
     """The recipe ``config`` once per seed; a tidy table, one row per run (:func:`seed_row`'s columns).
 
     The seed sets the split (which videos are tested), the new head's initialisation and the order
     and augmentation of the batches, so the spread over seeds is the spread a learner rerunning the
     lesson would see. Two recipes run with the same seeds share their splits: compare them seed by
-    seed (:func:`compare_seeds`). Each run prints one line (``log``); ``run_options`` go to
-    :func:`run_transfer` (``device``, ``amp_dtype``, ``random_config``...); no checkpoints.
+    seed (:func:`compare_seeds`). Each run prints one line (``options.log``); ``options`` (device,
+    precision) and ``random_config`` go to :func:`run_transfer`; no checkpoints.
     """
     dataset = dataset if dataset is not None else read_fish(root, config)
+    options = options if options is not None else FitOptions()
+    quiet, log = replace(options, progress=False, log=_silent), options.log
     rows = []
     for seed in seeds:
-        result = run_transfer(root, replace(config, seed=seed), progress=False, log=_silent, dataset=dataset,
-                              **run_options)  # fmt: skip
+        result = run_transfer(
+            root, replace(config, seed=seed), None, quiet, random_config=random_config, dataset=dataset
+        )
         rows.append(seed_row(result, name))
         row = rows[-1]
-        log(f"{row['config']}, seed {seed}: final {row['final acc %']:.1f}%, best {row['best acc %']:.1f}% "
-            f"(epoch {row['best epoch']}), {row['minutes']:.1f} min")  # fmt: skip
+        log(
+            f"{row['config']}, seed {seed}: final {row['final acc %']:.1f}%, best {row['best acc %']:.1f}% "
+            f"(epoch {row['best epoch']}), {row['minutes']:.1f} min"
+        )
     return pd.DataFrame(rows)
 
 
@@ -505,16 +595,24 @@ def probe_seeds(
     model = _classifier(config, state, len(dataset.classes))
     mean, std = NORMALIZATION[config.arch]
     images = dataset.subset(used, imagenet_eval_transforms(config.image_size, mean, std))
-    features, targets = extract_features(model, make_loader(images, config.batch_size, False, device=device), device,
-                                         amp_dtype)  # fmt: skip
+    features, targets = extract_features(
+        model, make_loader(images, config.batch_size, False, device=device), device, amp_dtype
+    )
     position = {index: row for row, index in enumerate(used.tolist())}
     start = _start_name(config, weights_used)
     rows = []
     for seed, (train_idx, test_idx) in splits.items():
         train, test = [position[i] for i in train_idx.tolist()], [position[i] for i in test_idx.tolist()]
         accuracy = linear_probe(features[train], targets[train], features[test], targets[test])
-        rows.append({"config": name or f"{config.arch} {start}", "seed": seed, "split": config.split, "start": start,
-                     "probe acc %": round(accuracy, 2)})  # fmt: skip
+        rows.append(
+            {
+                "config": name or f"{config.arch} {start}",
+                "seed": seed,
+                "split": config.split,
+                "start": start,
+                "probe acc %": round(accuracy, 2),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -566,29 +664,54 @@ def compare_seeds(table: pd.DataFrame, a: str, b: str, metric: str = "final acc 
 
 # command-line options that override a field of the recipe when given
 _OVERRIDES = (
-    "head_epochs", "fine_tune_epochs", "batch_size", "max_lr", "fine_tune_lr", "image_size", "seed", "stages",
-    "split", "on_error", "max_steps_per_epoch",
-)  # fmt: skip
+    "head_epochs",
+    "fine_tune_epochs",
+    "batch_size",
+    "max_lr",
+    "fine_tune_lr",
+    "image_size",
+    "seed",
+    "stages",
+    "split",
+    "on_error",
+    "max_steps_per_epoch",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = fish_imagenet_recipe()
     parser = cli.base_parser(
-        "python -m cifar.transfer", "Fine-tune a pretrained network on a class-folder image set (the fish lesson).",
-        out="runs/fish", data_help="class-folder root (default: $CIFAR_DATA_DIR/fish_egu2017, else downloaded)",
-    )  # fmt: skip
-    parser.add_argument("--recipe", choices=["auto", *FISH_RECIPES], default="auto",
-                        help="auto (default): the imagenet recipe (head, then all layers; batch 128, 2 + 4 epochs, "
-                        "peak LR 0.01) when the ImageNet weights load, else the random one (all layers; batch 32, "
-                        "15 epochs, peak LR 3e-3); s10: the S10 network from its CIFAR-10 weights (head, then "
-                        "all layers; 48x72, batch 32, 1 + 3 epochs). Options below override its fields")  # fmt: skip
-    parser.add_argument("--source", choices=sorted(FISH_GROUPS), default="egu2017",
-                        help="kaggle: Kaggle's fish set (--data-dir: its download folder; else kagglehub)")  # fmt: skip
-    parser.add_argument("--weights", help=f"the weights to try: {defaults.weights} (default), a resnet34 .pth file, "
-                        f"or 'none' (random weights); with --recipe s10: the S10 weights file (default {S10_WEIGHTS}) "
-                        "or 'none'")  # fmt: skip
-    parser.add_argument("--stages", choices=["auto", "one", "two"],
-                        help="auto (default): head + fine-tuning with ImageNet weights, one stage without")  # fmt: skip
+        "python -m cifar.fish",
+        "Fine-tune a pretrained network on a class-folder image set (the fish lesson).",
+        out="runs/fish",
+        data_help="class-folder root (default: $CIFAR_DATA_DIR/fish_egu2017, else downloaded)",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=["auto", *FISH_RECIPES],
+        default="auto",
+        help="auto (default): the imagenet recipe (head, then all layers; batch 128, 2 + 4 epochs, "
+        "peak LR 0.01) when the ImageNet weights load, else the random one (all layers; batch 32, "
+        "15 epochs, peak LR 3e-3); s10: the S10 network from its CIFAR-10 weights (head, then "
+        "all layers; 48x72, batch 32, 1 + 3 epochs). Options below override its fields",
+    )
+    parser.add_argument(
+        "--source",
+        choices=sorted(FISH_GROUPS),
+        default="egu2017",
+        help="kaggle: Kaggle's fish set (--data-dir: its download folder; else kagglehub)",
+    )
+    parser.add_argument(
+        "--weights",
+        help=f"the weights to try: {defaults.weights} (default), a resnet34 .pth file, "
+        f"or 'none' (random weights); with --recipe s10: the S10 weights file (default {S10_WEIGHTS}) "
+        "or 'none'",
+    )
+    parser.add_argument(
+        "--stages",
+        choices=["auto", "one", "two"],
+        help="auto (default): head + fine-tuning with ImageNet weights, one stage without",
+    )
     parser.add_argument("--head-epochs", type=int, help="epochs of the head stage (default: the recipe's)")
     parser.add_argument("--fine-tune-epochs", type=int, help="epochs of the fine-tuning stage (default: the recipe's)")
     parser.add_argument("--batch-size", type=int)
@@ -596,11 +719,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fine-tune-lr", type=float)
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--split", choices=sorted(FISH_SPLITS),
-                        help="video (default): every video on one side; fish: every fish (leaks by video); frames: "
-                        "single frames (leaks by fish); the last two for comparison")  # fmt: skip
+    parser.add_argument(
+        "--split",
+        choices=sorted(FISH_SPLITS),
+        help="video (default): every video on one side; fish: every fish (leaks by video); frames: "
+        "single frames (leaks by fish); the last two for comparison",
+    )
     parser.add_argument("--on-error", choices=["raise", "skip"], help="unreadable images (default: raise)")
     parser.add_argument("--max-steps", dest="max_steps_per_epoch", type=int, help="cap batches per epoch (smoke tests)")
+    parser.add_argument(
+        "--time-loader",
+        action="store_true",
+        help="instead of training: the training loader's images/s (2 workers; --fast: 2 batches)",
+    )
     args = parser.parse_args(argv)
     if args.image_size is not None:
         args.image_size = tuple(args.image_size)
@@ -621,6 +752,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    if args.time_loader:
+        results = time_training_loader(2 if args.fast else None, root=args.data_dir)
+        print(
+            f"fish photos' training loader, 2 workers: {results['fish_img_s']:.0f} images/s "
+            f"over {results['fish_images']} images"
+        )
+        return results
     config = config_from_args(args, "imagenet" if args.recipe == "auto" else args.recipe)
     random_config = None
     if args.recipe == "auto":  # --weights names the weights to try, not those of the random start
@@ -630,14 +768,14 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     amp_dtype = resolve_amp_dtype(device, PRECISIONS[args.precision])
     print(f"device: {describe_device(device, amp_dtype)}")
     root = fish_root(args.data_dir, args.source)
-    result = run_transfer(root, config, out, device, group_fn=FISH_GROUPS[args.source], random_config=random_config,
-                          amp_dtype=amp_dtype)  # fmt: skip
+    options = FitOptions(device=device, amp_dtype=amp_dtype)
+    result = run_transfer(root, config, out, options, FISH_GROUPS[args.source], random_config)
     plot_history(result.history, target=None).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
     steps = max(1, len(result.lrs) // max(1, len(result.history)))
     plot_lrs(result.lrs, steps).savefig(out / "lr_trace.png", dpi=120, bbox_inches="tight")
     plot_confusion(result.confusion, result.classes).savefig(out / "confusion.png", dpi=120, bbox_inches="tight")
     print(per_class_accuracy(result.confusion, result.classes).to_string())
-    return write_summary(out, command=cli.command_line("cifar.transfer", argv))
+    return write_summary(out, command=cli.command_line("cifar.fish", argv))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -162,9 +163,15 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         mean = self.running_mean.repeat(groups)
         var = self.running_var.repeat(groups)
         out = nn.functional.batch_norm(
-            x.reshape(-1, channels * groups, height, width), mean, var,
-            self.weight.repeat(groups), self.bias.repeat(groups), True, self.momentum, self.eps,
-        )  # fmt: skip
+            x.reshape(-1, channels * groups, height, width),
+            mean,
+            var,
+            self.weight.repeat(groups),
+            self.bias.repeat(groups),
+            True,
+            self.momentum,
+            self.eps,
+        )
         self.running_mean.copy_(mean.view(groups, channels).mean(0))
         self.running_var.copy_(var.view(groups, channels).mean(0))
         self.num_batches_tracked.add_(1)
@@ -477,16 +484,36 @@ def torchvision_state_dict(weights, progress: bool = False) -> dict[str, torch.T
         return torch.hub.load_state_dict_from_url(mirror_url(weights.url), progress=progress, check_hash=True)
 
 
-def imagenet_state_dict(progress: bool = False) -> tuple[dict | None, str]:
-    """torchvision's ResNet-50 IMAGENET1K_V2 state dict, or None with the reason it could not be had."""
+def imagenet_notice(name: str, error: Exception, file_name: str) -> str:
+    """The one-line notice of ImageNet weights that could not be loaded: the run goes on from random weights."""
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+    return (
+        f"Notice: ImageNet weights {name} could not be loaded ({reason}); continuing with RANDOM weights. "
+        f"To use them offline, put {file_name} in torch's hub cache "
+        "($TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints)."
+    )
+
+
+def imagenet_weights(weights, log: Callable[[str], object] = print, progress: bool = False) -> dict | None:
+    """The state_dict of torchvision's ImageNet ``weights`` (``ResNet50_Weights.IMAGENET1K_V2``,
+    ``ResNet34_Weights.IMAGENET1K_V1``...), or None where they cannot be had (offline, proxy, hash
+    mismatch): ``log`` then gets a one-line notice (:func:`imagenet_notice`) and the caller goes on
+    from random weights. The one offline behaviour of every ImageNet start, ResNet-50's and ResNet-34's.
+    """
+    try:
+        return torchvision_state_dict(weights, progress)
+    except Exception as error:  # no network, proxy, corrupt cache...
+        log(imagenet_notice(weights.name, error, weights.url.rsplit("/", 1)[-1]))
+        return None
+
+
+def imagenet_state_dict(progress: bool = False, log: Callable[[str], object] = print) -> tuple[dict | None, str]:
+    """torchvision's ResNet-50 IMAGENET1K_V2 state dict (:func:`imagenet_weights`) and what it holds."""
     from torchvision.models import ResNet50_Weights
 
     weights = ResNet50_Weights.IMAGENET1K_V2
-    try:
-        return torchvision_state_dict(weights, progress), f"loaded {weights}"
-    except Exception as error:  # no network, proxy, corrupt cache...
-        reason = str(getattr(error, "reason", error)).splitlines()[0][:120]
-        return None, f"{weights} unavailable ({type(error).__name__}: {reason})"
+    state = imagenet_weights(weights, log, progress)
+    return state, f"loaded {weights}" if state is not None else f"{weights} unavailable (offline: random weights)"
 
 
 def load_imagenet_into(model: nn.Module, progress: bool = False) -> str:
@@ -494,8 +521,8 @@ def load_imagenet_into(model: nn.Module, progress: bool = False) -> str:
 
     Works for torchvision's ``resnet50`` and for :class:`ResNet50` (same parameter names). A
     head of another width (e.g. 4 box outputs) keeps its own initialisation; every other
-    tensor is copied. Offline, the model is left as it was (random initialisation) and the
-    status says so: nothing is raised.
+    tensor is copied. Offline, the model is left as it was (random initialisation), the one-line
+    notice of :func:`imagenet_weights` is printed and the status says so: nothing is raised.
     """
     state, status = imagenet_state_dict(progress)
     if state is None:
@@ -525,9 +552,14 @@ def resnet50_summary(model: nn.Module | None = None, input_size: tuple[int, ...]
 
         model = resnet50(weights=None)
     return summary(
-        model, input_size=input_size, depth=depth, device="cpu", verbose=0,
-        col_names=("output_size", "num_params"), row_settings=("var_names",),
-    )  # fmt: skip
+        model,
+        input_size=input_size,
+        depth=depth,
+        device="cpu",
+        verbose=0,
+        col_names=("output_size", "num_params"),
+        row_settings=("var_names",),
+    )
 
 
 def first_bottleneck(model: nn.Module) -> nn.Module:
@@ -549,8 +581,13 @@ def count_weighted_layers(model: nn.Module) -> dict[str, int]:
     through. Projection shortcuts run beside the main path, so they do not add to the depth
     (the paper's convention: ResNet-50 has 53 convs + 1 fc, but is "50 layers deep").
     """
-    counts = {"stem_conv": 0, "bottleneck_blocks": len(bottlenecks(model)), "block_convs": 0,
-              "projection_convs": 0, "fc": 0}  # fmt: skip
+    counts = {
+        "stem_conv": 0,
+        "bottleneck_blocks": len(bottlenecks(model)),
+        "block_convs": 0,
+        "projection_convs": 0,
+        "fc": 0,
+    }
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             if ".downsample." in f".{name}.":

@@ -6,7 +6,7 @@ the author's train/test split of 160/40 images). :class:`RaccoonConfig` is the r
 :func:`train_raccoon` the training through :func:`cifar.train.fit`, all on the box library of
 :mod:`cifar.boxes`. On the command line::
 
-    python -m cifar.boxes --epochs 30 --out runs/raccoon
+    python -m cifar.raccoon --epochs 30 --out runs/raccoon
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from . import cli
 from .artifacts import write_summary
+from .bench import loader_rate
 from .boxes import (
     BOX_LOSSES,
     BoxDataset,
@@ -38,7 +39,7 @@ from .boxes import (
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader
 from .download import RACCOON, download_source
 from .model import ResNet50
-from .train import fit, predict
+from .train import FitOptions, fit, predict
 from .utils import PRECISIONS, cache_dir, data_dir, describe_device, get_device, resolve_amp_dtype
 
 HOW_TO_GET_RACCOON = (
@@ -93,11 +94,30 @@ def raccoon_root(root: str | Path | None = None) -> Path:
 def raccoon_datasets(config: RaccoonConfig, root: str | Path | None = None) -> tuple[BoxDataset, BoxDataset]:
     """The author's split: train_labels.csv (160 images) with augmentation, test_labels.csv (40) without."""
     folder = raccoon_root(root)
-    train_set = BoxDataset(folder / "train_labels.csv", folder / "images", box_train_transforms(config.image_size),
-                           max_images=config.train_images)  # fmt: skip
-    test_set = BoxDataset(folder / "test_labels.csv", folder / "images", box_test_transforms(config.image_size),
-                          max_images=config.test_images)  # fmt: skip
+    train_set = BoxDataset(
+        folder / "train_labels.csv",
+        folder / "images",
+        box_train_transforms(config.image_size),
+        max_images=config.train_images,
+    )
+    test_set = BoxDataset(
+        folder / "test_labels.csv",
+        folder / "images",
+        box_test_transforms(config.image_size),
+        max_images=config.test_images,
+    )
     return train_set, test_set
+
+
+def time_training_loader(
+    batches: int | None = None, num_workers: int = 2, root: str | Path | None = None
+) -> dict[str, float]:
+    """Images/s of the lesson's training loader (decoding and augmentation, no model) at its size and batch,
+    with ``num_workers`` workers; ``batches``: time at most this many after the warm-up one."""
+    config = raccoon_config()
+    train_set, _ = raccoon_datasets(config, root)
+    rate, images = loader_rate(train_set, config.batch_size, num_workers, batches)
+    return {"raccoon_img_s": rate, "raccoon_images": images}
 
 
 @dataclass
@@ -138,16 +158,25 @@ def train_raccoon(
     train_set, test_set = raccoon_datasets(config, root)
     model, status = box_model(config.sigmoid, config.pretrained, seed=config.seed)
     log(status)
-    train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, num_workers=num_workers,
-                               device=device)  # fmt: skip
+    train_loader = make_loader(
+        train_set, config.batch_size, train=True, seed=config.seed, num_workers=num_workers, device=device
+    )
     test_loader = make_loader(test_set, 2 * config.batch_size, train=False, num_workers=num_workers, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     amp_dtype = resolve_amp_dtype(device, amp_dtype if config.amp else None)
-    result = fit(
-        model, train_loader, test_loader, optimizer, None, config.epochs, device, loss_fn=box_loss(config.loss),
-        seed=config.seed, checkpoint_dir=checkpoint_dir, config={**asdict(config), "iou": IOU_UNIT},
-        amp_dtype=amp_dtype, progress=progress, score_fn=iou_score, score_name="iou", log=log,
-    )  # fmt: skip
+    options = FitOptions(
+        device=device,
+        amp_dtype=amp_dtype,
+        loss_fn=box_loss(config.loss),
+        score_fn=iou_score,
+        score_name="iou",
+        seed=config.seed,
+        checkpoint_dir=checkpoint_dir,
+        config={**asdict(config), "iou": IOU_UNIT},
+        progress=progress,
+        log=log,
+    )
+    result = fit(model, train_loader, test_loader, optimizer, None, config.epochs, options)
     predicted, true = predict(model, test_loader, device, amp_dtype, False)  # in the precision fit tested in
     metrics = box_metrics(predicted, true, test_set.sizes)
     metrics["test_loss"] = float(box_loss(config.loss)(predicted, true))
@@ -163,20 +192,33 @@ _OVERRIDES = ("epochs", "batch_size", "lr", "image_size", "loss", "sigmoid", "pr
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = RaccoonConfig()
     parser = cli.base_parser(
-        "python -m cifar.boxes", "Train the ResNet-50 raccoon box regressor (the lesson's recipe).",
-        out="runs/raccoon", data_help="raccoon folder (default: $CIFAR_DATA_DIR/raccoon, else downloaded)",
-    )  # fmt: skip
+        "python -m cifar.raccoon",
+        "Train the ResNet-50 raccoon box regressor (the lesson's recipe).",
+        out="runs/raccoon",
+        data_help="raccoon folder (default: $CIFAR_DATA_DIR/raccoon, else downloaded)",
+    )
     parser.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
     parser.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
     parser.add_argument("--lr", type=float, help=f"Adam's learning rate (default {defaults.lr:g})")
     parser.add_argument("--image-size", type=int, help=f"square input side in pixels (default {defaults.image_size})")
     parser.add_argument("--loss", choices=sorted(BOX_LOSSES), help=f"default {defaults.loss}")
-    parser.add_argument("--linear-head", dest="sigmoid", action="store_const", const=False,
-                        help="no sigmoid on the 4 outputs (as the original)")  # fmt: skip
-    parser.add_argument("--pretrained", action="store_const", const=True,
-                        help="start from ImageNet weights (needs internet)")  # fmt: skip
+    parser.add_argument(
+        "--linear-head",
+        dest="sigmoid",
+        action="store_const",
+        const=False,
+        help="no sigmoid on the 4 outputs (as the original)",
+    )
+    parser.add_argument(
+        "--pretrained", action="store_const", const=True, help="start from ImageNet weights (needs internet)"
+    )
     parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
     parser.add_argument("--latency-repeats", type=int, default=20, help="0 skips the latency measurement")
+    parser.add_argument(
+        "--time-loader",
+        action="store_true",
+        help="instead of training: the training loader's images/s (2 workers; --fast: 2 batches)",
+    )
     return parser.parse_args(argv)
 
 
@@ -192,6 +234,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    if args.time_loader:
+        results = time_training_loader(2 if args.fast else None, root=args.data_dir)
+        print(
+            f"raccoon photos' training loader, 2 workers: {results['raccoon_img_s']:.0f} images/s "
+            f"over {results['raccoon_images']} images"
+        )
+        return results
     config = config_from_args(args)
     out = Path(args.out)
     device = get_device()
@@ -199,23 +248,35 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     started = time.time()
     run = train_raccoon(config, out, args.data_dir, device, amp_dtype=amp_dtype)
     seconds = time.time() - started
-    save_box_model(run.model, out / "raccoon_resnet50.pt", config=asdict(config), metrics=run.metrics,
-                   mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))  # fmt: skip
+    save_box_model(
+        run.model,
+        out / "raccoon_resnet50.pt",
+        config=asdict(config),
+        metrics=run.metrics,
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+    )
     plot_box_history(run.history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
     gallery = prediction_gallery(run.model, run.test_set, predicted=run.predicted, thumbnail=None)
     gallery.savefig(out / "gallery.png", dpi=100, bbox_inches="tight")
     summary = {
-        "command": cli.command_line("cifar.boxes", argv), "config": asdict(config),
-        "device": describe_device(device, amp_dtype), "init": run.init_status,
-        "wall_seconds_this_call": round(seconds, 1), "metrics": run.metrics,
-    }  # fmt: skip
+        "command": cli.command_line("cifar.raccoon", argv),
+        "config": asdict(config),
+        "device": describe_device(device, amp_dtype),
+        "init": run.init_status,
+        "wall_seconds_this_call": round(seconds, 1),
+        "metrics": run.metrics,
+    }
     if args.latency_repeats > 0:
-        summary["latency"] = measure_latency(run.model, config.image_size, repeats=args.latency_repeats, device=device,
-                                             amp_dtype=amp_dtype)  # fmt: skip
+        summary["latency"] = measure_latency(
+            run.model, config.image_size, repeats=args.latency_repeats, device=device, amp_dtype=amp_dtype
+        )
     summary = write_summary(out, **summary)
     m = run.metrics
-    print(f"test: mean IoU {m['mean_iou']:.3f}, IoU >= 0.5 on {100 * m['share_iou_50']:.0f}% of {m['images']} images, "
-          f"original 'accuracy' {m['original_accuracy_contrast']:.1f} (contrast only); {out}")  # fmt: skip
+    print(
+        f"test: mean IoU {m['mean_iou']:.3f}, IoU >= 0.5 on {100 * m['share_iou_50']:.0f}% of {m['images']} images, "
+        f"original 'accuracy' {m['original_accuracy_contrast']:.1f} (contrast only); {out}"
+    )
     return summary
 
 

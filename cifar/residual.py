@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from . import cli
-from .artifacts import load_weights, save_weights
-from .dataset import CIFAR10_MEAN, CIFAR10_STD, TensorBatches, class_balanced_subset, load_cifar10
+from .artifacts import load_model, save_weights
+from .dataset import CIFAR10_MEAN, CIFAR10_STD, BatchAugment, TensorBatches, class_balanced_subset, load_cifar10
 from .model import CifarResNet
 from .scheduler import one_cycle
-from .train import FitResult, fit
+from .train import FitOptions, FitResult, fit
 from .utils import PRECISIONS, count_parameters, derive_seed, describe_device, get_device, resolve_amp_dtype, seeded
 
 #: The four networks of the lesson: name -> (depth, shortcut). Names as in the paper's Figure 6.
@@ -93,9 +93,8 @@ def residual_data(
         test_images, test_labels, config.test_subset, derive_seed(config.seed, "test subset")
     )
     common = {"mean": CIFAR10_MEAN, "std": CIFAR10_STD, "device": device}
-    train = TensorBatches(
-        train_images, train_labels, config.batch_size, train=True, seed=config.seed, pad=config.pad, cutout=0, **common
-    )
+    augment = BatchAugment(seed=config.seed, pad=config.pad, cutout=0)
+    train = TensorBatches(train_images, train_labels, config.batch_size, train=True, augment=augment, **common)
     test = TensorBatches(test_images, test_labels, 1000, train=False, **common)
     return train, test
 
@@ -123,22 +122,17 @@ def train_residual(
         model.parameters(), lr=config.max_lr / 10, momentum=config.momentum, weight_decay=config.weight_decay
     )
     schedule = one_cycle(optimizer, config.max_lr, config.epochs, len(train), config.pct_start, 10.0, 100.0)
-    result = fit(
-        model,
-        train,
-        test,
-        optimizer,
-        schedule,
-        config.epochs,
-        device,
+    options = FitOptions(
+        device=device,
+        amp_dtype=amp_dtype,
         seed=config.seed,
         checkpoint_dir=checkpoint_dir,
         config=asdict(config),
-        amp_dtype=amp_dtype,
-        progress=progress,
         checkpoint_minutes=5.0,
+        progress=progress,
         log=log,
     )
+    result = fit(model, train, test, optimizer, schedule, config.epochs, options)
     return model, result
 
 
@@ -206,10 +200,7 @@ def load_records(folder: str | Path, seed: int = 0) -> dict[str, dict]:
 
 def load_residual_weights(path: str | Path) -> tuple[CifarResNet, dict]:
     """The network saved at ``path`` (the course's weights format) and its record."""
-    state, record = load_weights(path)
-    model = CifarResNet(record["depth"], record["shortcut"])
-    model.load_state_dict(state)
-    return model.eval(), record
+    return load_model(path, lambda record: CifarResNet(record["depth"], record["shortcut"]))
 
 
 def results_table(records: dict[str, dict]):
@@ -352,7 +343,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     amp_dtype = resolve_amp_dtype(device, PRECISIONS[args.precision])
     out = Path(args.out)
     started = time.time()
-    model, result = train_residual(config, out, args.data_dir, args.download, device, amp_dtype)
+    model, result = train_residual(config, out, args.data_dir, device, amp_dtype)
     record = residual_record(
         config, model, result.history, cli.command_line("cifar.residual", argv), describe_device(device, amp_dtype)
     )

@@ -366,8 +366,11 @@ def save_s10_png(path: str | Path) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cifar.rf", description="Receptive-field tables of the course's "
-                                     "networks (S10 CustomResNet, ResNet-50); prints where each ends.")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m cifar.rf",
+        description="Receptive-field tables of the course's "
+        "networks (S10 CustomResNet, ResNet-50); prints where each ends.",
+    )
     parser.add_argument("--xlsx", type=Path, help="write the S10 and ResNet-50 tables to this .xlsx file")
     parser.add_argument("--png", type=Path, help="render the S10 table to this .png file")
     return parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The S10 lesson: CustomResNet on CIFAR-10, its recipes, their records, and ``python -m cifar.train``.
+"""The S10 lesson: CustomResNet on CIFAR-10, its recipes, their records, and ``python -m cifar.s10``.
 
 A recipe is an :class:`S10Config` (the lesson's own is the default; :data:`RECIPES` names the
 others). :func:`s10_data`, :func:`s10_model`, :func:`s10_max_lr` and :func:`s10_fit` run it
@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from . import cli
-from .artifacts import load_weights, read_summary, record_path, save_atomic, save_history, save_weights, write_summary
+from .artifacts import load_model, read_summary, record_path, save_atomic, save_history, save_weights, write_summary
 from .dataset import (
     CIFAR10_CLASSES,
     AlbumentationsDataset,
+    BatchAugment,
     TensorBatches,
     class_balanced_subset,
     file_sha256,
@@ -44,7 +45,16 @@ from .model import (
     use_ghost_batch_norm,
 )
 from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle, range_test_figure, weight_and_bias_groups
-from .train import CHECKPOINT_NAME, FitResult, WeightAverage, evaluate, first_epoch_reaching, fit, run_seconds
+from .train import (
+    CHECKPOINT_NAME,
+    FitOptions,
+    FitResult,
+    WeightAverage,
+    evaluate,
+    first_epoch_reaching,
+    fit,
+    run_seconds,
+)
 from .utils import (
     PRECISIONS,
     data_dir,
@@ -160,24 +170,30 @@ def s10_data(
     train_images, train_labels = load_cifar10("train", root, download)
     test_images, test_labels = load_cifar10("test", root, download)
     mean, std = mean_std(train_images)
-    train_images, train_labels = class_balanced_subset(train_images, train_labels, config.train_subset,
-                                                       derive_seed(config.seed, "train subset"))  # fmt: skip
-    test_images, test_labels = class_balanced_subset(test_images, test_labels, config.test_subset,
-                                                     derive_seed(config.seed, "test subset"))  # fmt: skip
+    train_images, train_labels = class_balanced_subset(
+        train_images, train_labels, config.train_subset, derive_seed(config.seed, "train subset")
+    )
+    test_images, test_labels = class_balanced_subset(
+        test_images, test_labels, config.test_subset, derive_seed(config.seed, "test subset")
+    )
     test_set = AlbumentationsDataset(test_images, test_labels, test_transforms(mean, std))
     if config.loader == "tensor":
-        train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, train=True,
-                                     device=device, seed=config.seed,
-                                     alternating_flip=config.tricks.alternating_flip, pad=config.tricks.translate,
-                                     cutout=config.tricks.cutout)  # fmt: skip
+        tricks = config.tricks
+        augment = BatchAugment(config.seed, tricks.translate, tricks.cutout, tricks.alternating_flip)
+        train_loader = TensorBatches(train_images, train_labels, config.batch_size, mean, std, True, device, augment)
     else:
         train_set = AlbumentationsDataset(train_images, train_labels, train_transforms(mean, std))
         train_loader = make_loader(train_set, config.batch_size, train=True, seed=config.seed, device=device)
     return S10Data(
         train_loader,
         make_loader(test_set, 1000, train=False, device=device),
-        mean, std, train_images, train_labels, test_images, test_labels,
-    )  # fmt: skip
+        mean,
+        std,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+    )
 
 
 def s10_model(config: S10Config, data: S10Data | None = None) -> nn.Module:
@@ -226,9 +242,15 @@ def s10_find_lr(model: nn.Module, data: S10Data, config: S10Config, device: torc
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.finder_start_lr, config.weight_decay)
     return find_lr(
-        model, optimizer, s10_loss(config), data.train_loader, device,
-        end_lr=config.finder_end_lr, num_iter=config.finder_iters, rule=config.finder_rule,
-    )  # fmt: skip
+        model,
+        optimizer,
+        s10_loss(config),
+        data.train_loader,
+        device,
+        end_lr=config.finder_end_lr,
+        num_iter=config.finder_iters,
+        rule=config.finder_rule,
+    )
 
 
 def s10_fit(
@@ -238,34 +260,46 @@ def s10_fit(
     max_lr: float,
     device: torch.device,
     checkpoint_dir: str | Path | None = None,
-    progress: bool = True,
-    max_steps_per_epoch: int | None = None,
-    log=print,
-    checkpoint_minutes: float | None = 5.0,
-    amp_dtype: torch.dtype | None | str = "auto",
+    options: FitOptions | None = None,
 ) -> FitResult:
-    """One-cycle training of the recipe with ``max_lr`` as the peak; resumable (with ``checkpoint_dir``:
-    saved after every epoch and, within an epoch, every ``checkpoint_minutes``). ``amp_dtype``: see :func:`fit`."""
+    """One-cycle training of the recipe with ``max_lr`` as the peak; resumable with ``checkpoint_dir``.
+
+    ``options`` says how to run (progress, log, precision, a cap on the batches per epoch, how often
+    to save within an epoch; default: a save every 5 minutes); the recipe sets the rest (loss, seed,
+    tests, weight average), and the configuration saved with the checkpoints is the recipe's.
+    """
     tricks = config.tricks
     groups = weight_and_bias_groups(model, config.weight_decay, tricks.bias_lr_factor)
     max_lrs = [max_lr * group["lr_factor"] for group in groups]
     optimizer = make_optimizer(config.optimizer, groups, max_lr / config.div_factor, config.weight_decay)
-    steps = len(data.train_loader) if max_steps_per_epoch is None else min(max_steps_per_epoch, len(data.train_loader))
+    options = options if options is not None else FitOptions(checkpoint_minutes=5.0)
+    steps = len(data.train_loader)
+    if options.max_steps_per_epoch is not None:
+        steps = min(options.max_steps_per_epoch, steps)
     schedule = one_cycle(
         optimizer, max_lrs, config.epochs, steps, config.pct_start, config.div_factor, config.final_div_factor
     )
     average = None
     if tricks.average_every is not None:
-        average = WeightAverage(model, config.epochs * steps, tricks.average_every, tricks.average_decay,
-                                tricks.lookahead)  # fmt: skip
-    run_config = {**asdict(config), "max_lr": max_lr}
-    return fit(
-        model, data.train_loader, data.test_loader, optimizer, schedule, config.epochs, device,
-        loss_fn=s10_loss(config), seed=config.seed, checkpoint_dir=checkpoint_dir, config=run_config,
-        progress=progress, max_steps_per_epoch=max_steps_per_epoch, flip_tta=config.flip_tta,
-        eval_every=config.eval_every, checkpoint_minutes=checkpoint_minutes, log=log, average=average,
-        shift_tta=tricks.shift_tta, amp_dtype=amp_dtype,
-    )  # fmt: skip
+        total = config.epochs * steps
+        average = WeightAverage(model, total, tricks.average_every, tricks.average_decay, tricks.lookahead)
+    options = replace(
+        options,
+        device=device,
+        checkpoint_dir=checkpoint_dir,
+        config={**asdict(config), "max_lr": max_lr},
+        loss_fn=s10_loss(config),
+        seed=config.seed,
+        eval_every=config.eval_every,
+        tta=s10_tta(config),
+        average=average,
+    )
+    return fit(model, data.train_loader, data.test_loader, optimizer, schedule, config.epochs, options)
+
+
+def s10_tta(config: S10Config) -> str:
+    """The recipe's test-time augmentation (:data:`cifar.train.TTA_VIEWS`): multi-crop, flips or none."""
+    return "shift" if config.tricks.shift_tta else "flip" if config.flip_tta else "none"
 
 
 # The records keep these fields of S10Config under "extra", each only where it differs from the
@@ -282,17 +316,21 @@ def recipe_record(config: S10Config, max_lr: float) -> dict:
     """The recipe as the weights' provenance JSON records it (see :data:`RECORD_EXTRA` for ``extra``)."""
     extra = {name: getattr(config, name) for name, plain in RECORD_EXTRA.items() if getattr(config, name) != plain}
     return {
-        "optimizer": config.optimizer, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
+        "optimizer": config.optimizer,
+        "weight_decay": config.weight_decay,
+        "batch_size": config.batch_size,
         "max_lr": max_lr,
         "max_lr_from": "given" if config.max_lr is not None else f"LR range test, rule {config.finder_rule}",
         "schedule": f"OneCycleLR two-phase linear, peak at epoch {config.pct_start * config.epochs:g} of "
-                    f"{config.epochs}, div_factor {config.div_factor:g}, final_div_factor "
-                    f"{config.final_div_factor:g}, stepped per batch",
-        "label_smoothing": config.label_smoothing, "extra": extra,
-        "augmentation": "cifar.dataset.TensorBatches" if config.loader == "tensor"
-                        else "cifar.dataset.train_transforms",
+        f"{config.epochs}, div_factor {config.div_factor:g}, final_div_factor "
+        f"{config.final_div_factor:g}, stepped per batch",
+        "label_smoothing": config.label_smoothing,
+        "extra": extra,
+        "augmentation": "cifar.dataset.TensorBatches"
+        if config.loader == "tensor"
+        else "cifar.dataset.train_transforms",
         **({"tricks": asdict(config.tricks)} if config.tricks.any() else {}),
-    }  # fmt: skip
+    }
 
 
 def save_s10_weights(
@@ -327,18 +365,15 @@ def save_s10_weights(
         "test_accuracy": round(history[-1]["test_acc"], 2),
         "first_epoch_90": first_epoch_reaching(history, 90.0),
         "history": history,
-    }  # fmt: skip
+    }
     return save_weights(model, path, record)
 
 
 def load_s10_weights(path: str | Path) -> tuple[nn.Module, dict]:
     """The CustomResNet saved by :func:`save_s10_weights` (in float32, eval mode) and its record."""
-    state, record = load_weights(path)
-    if record.get("architecture") != "CustomResNet":
-        raise ValueError(f"{path} holds a {record.get('architecture')}, not a CustomResNet")
-    model = CustomResNet(logit_scale=recorded_option(record, "logit_scale"))
-    model.load_state_dict(state)
-    return model.eval(), record
+    return load_model(
+        path, lambda record: CustomResNet(logit_scale=recorded_option(record, "logit_scale")), "CustomResNet"
+    )
 
 
 TTA_CHOICES = ("recorded", "none", "flip", "shift")
@@ -365,22 +400,23 @@ def evaluate_weights(
     images, labels = load_cifar10("test", root)
     loader = make_loader(
         AlbumentationsDataset(images, labels, test_transforms(tuple(record["mean"]), tuple(record["std"]))),
-        batch_size, train=False, device=device,
-    )  # fmt: skip
+        batch_size,
+        train=False,
+        device=device,
+    )
     model.to(device).to(memory_format=torch.channels_last)
-    flip_tta = bool(recorded_option(record, "flip_tta"))
-    shift_tta = bool(record["recipe"].get("tricks", {}).get("shift_tta", False))
-    if tta != "recorded":
-        flip_tta, shift_tta = tta in ("flip", "shift"), tta == "shift"
+    if tta == "recorded":
+        shift = bool(record["recipe"].get("tricks", {}).get("shift_tta", False))
+        tta = "shift" if shift else "flip" if recorded_option(record, "flip_tta") else "none"
     amp_dtype = resolve_amp_dtype(device, amp_dtype)
-    result = evaluate(model, loader, device, amp_dtype, flip_tta=flip_tta, shift_tta=shift_tta)
+    result = evaluate(model, loader, device, amp_dtype, tta=tta)
     return {"loss": result["loss"], "accuracy": result["score"], "images": len(labels)}
 
 
 def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | None = None) -> Path:
     """Rebuild a finished run folder from saved weights and their record, without training.
 
-    ``run_dir`` gets what a finished ``python -m cifar.train`` leaves there: a checkpoint (the
+    ``run_dir`` gets what a finished ``python -m cifar.s10`` leaves there: a checkpoint (the
     weights in float32, the run's history, the LR of every batch recomputed from its schedule),
     ``history.csv``/``.json`` and ``summary.json`` (configuration, peak LR, device, command, time).
     The notebook and :func:`fit` then find a finished run and go straight to its analysis. The
@@ -407,22 +443,44 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
     rerun = {"rerun_max_lr": summary["max_lr"]} if "max_lr" in summary and "restored_from" not in summary else {}
     history = record["history"]
     steps_per_epoch = -(-record["train_images"] // config.batch_size)
-    lrs = lr_trace(max_lr, config.epochs, steps_per_epoch, pct_start=config.pct_start,
-                   div_factor=config.div_factor, final_div_factor=config.final_div_factor).tolist()  # fmt: skip
+    lrs = lr_trace(
+        max_lr,
+        config.epochs,
+        steps_per_epoch,
+        pct_start=config.pct_start,
+        div_factor=config.div_factor,
+        final_div_factor=config.final_div_factor,
+    ).tolist()
     last_lrs = [lrs[row["epoch"] * steps_per_epoch - 1] for row in history]
     if not all(abs(a - row["lr"]) <= 1e-9 * max_lr for a, row in zip(last_lrs, history)):
         raise ValueError(f"the schedule recomputed for {weights} does not match the LRs of its history")
     folder.mkdir(parents=True, exist_ok=True)
     state = {
-        "model": model.state_dict(), "optimizer": None, "scheduler": None, "epoch": len(history),
-        "history": history, "lrs": lrs, "config": {**asdict(config), "max_lr": max_lr},
-        "restored_from": Path(weights).name, "command": record["command"], "device": record["device"],
-    }  # fmt: skip
+        "model": model.state_dict(),
+        "optimizer": None,
+        "scheduler": None,
+        "epoch": len(history),
+        "history": history,
+        "lrs": lrs,
+        "config": {**asdict(config), "max_lr": max_lr},
+        "restored_from": Path(weights).name,
+        "command": record["command"],
+        "device": record["device"],
+    }
     save_atomic(state, folder / CHECKPOINT_NAME)
     save_history(history, folder)
-    write_summary(folder, config=asdict(config), max_lr=max_lr, device=record["device"], command=record["command"],
-                   epoch_seconds=record["wall_seconds"], history=history, first_epoch_90=record["first_epoch_90"],
-                   restored_from=Path(weights).name, **rerun)  # fmt: skip
+    write_summary(
+        folder,
+        config=asdict(config),
+        max_lr=max_lr,
+        device=record["device"],
+        command=record["command"],
+        epoch_seconds=record["wall_seconds"],
+        history=history,
+        first_epoch_90=record["first_epoch_90"],
+        restored_from=Path(weights).name,
+        **rerun,
+    )
     return folder
 
 
@@ -439,23 +497,30 @@ def run_results(history: list[dict], target: float = 90.0) -> dict:
     best = max(tested, key=lambda row: row["test_acc"])
     minutes = {f"{part}_min": seconds / 60 for part, seconds in run_seconds(history).items()}
     return {
-        "epochs": len(history), "final_acc": history[-1]["test_acc"], "final_train_acc": history[-1]["train_acc"],
-        "best_acc": best["test_acc"], "best_epoch": best["epoch"], "target": target,
-        "first_epoch": first_epoch_reaching(history, target), **minutes,
-    }  # fmt: skip
+        "epochs": len(history),
+        "final_acc": history[-1]["test_acc"],
+        "final_train_acc": history[-1]["train_acc"],
+        "best_acc": best["test_acc"],
+        "best_epoch": best["epoch"],
+        "target": target,
+        "first_epoch": first_epoch_reaching(history, target),
+        **minutes,
+    }
 
 
 def run_report(history: list[dict], device: str | None = None, target: float = 90.0) -> str:
-    """:func:`run_results` as the lines the notebook and ``python -m cifar.train`` print."""
+    """:func:`run_results` as the lines the notebook and ``python -m cifar.s10`` print."""
     r = run_results(history, target)
-    return "\n".join([
+    accuracy = (
         f"epochs: {r['epochs']}  |  final test accuracy: {r['final_acc']:.2f}%  |  best: {r['best_acc']:.2f}% "
-        f"(epoch {r['best_epoch']})  |  final train accuracy (augmented images): {r['final_train_acc']:.2f}%",
-        f"first epoch at or above {target:g}%: {r['first_epoch']}",
-        f"time: {r['total_min']:.1f} min = {r['training_min']:.1f} min training + {r['testing_min']:.1f} min testing "
-        "(the epochs' own time; the range test and any pause not counted)"
-        + (f", on {device}" if device else ""),
-    ])  # fmt: skip
+        f"(epoch {r['best_epoch']})  |  final train accuracy (augmented images): {r['final_train_acc']:.2f}%"
+    )
+    time = (
+        f"time: {r['total_min']:.1f} min = {r['training_min']:.1f} min training + {r['testing_min']:.1f} min "
+        "testing (the epochs' own time; the range test and any pause not counted)"
+    )
+    where = f", on {device}" if device else ""
+    return "\n".join([accuracy, f"first epoch at or above {target:g}%: {r['first_epoch']}", time + where])
 
 
 def recipe_table(*weights: str | Path):
@@ -468,13 +533,17 @@ def recipe_table(*weights: str | Path):
         record = json.loads(record_path(path).read_text())
         recipe, last = record["recipe"], record["history"][-1]
         columns[Path(path).name] = {
-            "optimizer": recipe["optimizer"], "weight decay": recipe["weight_decay"],
-            "label smoothing": recipe["label_smoothing"], "logit scale": recorded_option(record, "logit_scale"),
-            "peak LR": f"{recipe['max_lr']:.3g}", "peak LR from": recipe["max_lr_from"],
-            "epochs": record["epochs"], "seed": record["seed"],
+            "optimizer": recipe["optimizer"],
+            "weight decay": recipe["weight_decay"],
+            "label smoothing": recipe["label_smoothing"],
+            "logit scale": recorded_option(record, "logit_scale"),
+            "peak LR": f"{recipe['max_lr']:.3g}",
+            "peak LR from": recipe["max_lr_from"],
+            "epochs": record["epochs"],
+            "seed": record["seed"],
             "final train accuracy % (augmented)": round(last["train_acc"], 2),
             "final test accuracy %": round(last["test_acc"], 2),
-        }  # fmt: skip
+        }
     return pd.DataFrame(columns)
 
 
@@ -501,17 +570,24 @@ def parse_trick(text: str) -> tuple[str, object]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = S10Config()
     parser = cli.base_parser(
-        "python -m cifar.train", "Train the S10 CustomResNet on CIFAR-10 (the lesson's recipe).", out="runs/s10",
+        "python -m cifar.s10",
+        "Train the S10 CustomResNet on CIFAR-10 (the lesson's recipe).",
+        out="runs/s10",
         data_help="folder with cifar10_{train,test}.zip or train/ test/ class folders "
         "(default: $CIFAR_DATA_DIR/cifar10)",
-    )  # fmt: skip
+    )
     parser.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision if no local copy")
     parser.add_argument("--weights", default="weights/s10_custom_resnet.pt", help="where to write the final weights")
-    parser.add_argument("--recipe", type=_recipe_key, choices=sorted(RECIPES), default="lesson",
-                        help="lesson: the lesson's recipe (Nesterov SGD, LR from the range test, 24 epochs); "
-                        "original: the original course's Adam recipe; short: s10_short_recipe() (11 epochs); "
-                        "tricks: s10_tricks_recipe() (6 epochs, the fast-training tricks). "
-                        "The options below override single fields of it")  # fmt: skip
+    parser.add_argument(
+        "--recipe",
+        type=_recipe_key,
+        choices=sorted(RECIPES),
+        default="lesson",
+        help="lesson: the lesson's recipe (Nesterov SGD, LR from the range test, 24 epochs); "
+        "original: the original course's Adam recipe; short: s10_short_recipe() (11 epochs); "
+        "tricks: s10_tricks_recipe() (6 epochs, the fast-training tricks). "
+        "The options below override single fields of it",
+    )
     parser.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
     parser.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
     parser.add_argument("--optimizer", choices=["adam", "sgd"], help=f"default {defaults.optimizer}")
@@ -519,29 +595,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-lr", type=float, help="skip the LR range test and use this peak LR")
     parser.add_argument("--finder-end-lr", type=float, help=f"default {defaults.finder_end_lr}")
     parser.add_argument("--finder-iters", type=int, help=f"default {defaults.finder_iters}")
-    parser.add_argument("--finder-rule", choices=["min/10", "steepest"],
-                        help=f"how the range test picks the peak LR (default {defaults.finder_rule})")  # fmt: skip
+    parser.add_argument(
+        "--finder-rule",
+        choices=["min/10", "steepest"],
+        help=f"how the range test picks the peak LR (default {defaults.finder_rule})",
+    )
     parser.add_argument("--label-smoothing", type=float, help=f"default {defaults.label_smoothing}")
     parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
-    parser.add_argument("--eval-every", type=int, help="test after every n-th epoch and the last "
-                        f"(default {defaults.eval_every})")  # fmt: skip
-    parser.add_argument("--train-subset", type=int, metavar="N",
-                        help="train on a class-balanced subset of N images in all (N // 10 of each class)")  # fmt: skip
-    parser.add_argument("--test-subset", type=int, metavar="N",
-                        help="test on a class-balanced subset of N images in all (N // 10 of each class)")  # fmt: skip
+    parser.add_argument(
+        "--eval-every", type=int, help=f"test after every n-th epoch and the last (default {defaults.eval_every})"
+    )
+    parser.add_argument(
+        "--train-subset",
+        type=int,
+        metavar="N",
+        help="train on a class-balanced subset of N images in all (N // 10 of each class)",
+    )
+    parser.add_argument(
+        "--test-subset",
+        type=int,
+        metavar="N",
+        help="test on a class-balanced subset of N images in all (N // 10 of each class)",
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch (smoke tests)")
-    parser.add_argument("--evaluate", metavar="WEIGHTS", default=None,
-                        help="no training: evaluate saved weights (e.g. weights/s10_custom_resnet.pt) on the whole "
-                        "test set and compare with the accuracy recorded beside them")  # fmt: skip
-    parser.add_argument("--tta", choices=TTA_CHOICES, default="recorded",
-                        help="with --evaluate: the test-time augmentation (default: the one recorded with the "
-                        "weights)")  # fmt: skip
-    parser.add_argument("--trick", metavar="NAME=VALUE", action="append", default=[], type=parse_trick,
-                        help="set one field of the recipe's Tricks, e.g. whiten_init=off or ghost_batch=32 "
-                        "(repeatable; for ablations); fields: " + ", ".join(TRICK_NAMES))  # fmt: skip
-    parser.add_argument("--restore", metavar="WEIGHTS", default=None,
-                        help="no training: rebuild the run folder (--out) of the finished run that wrote WEIGHTS "
-                        "(recipe from --recipe), so that the notebook analyses that run")  # fmt: skip
+    parser.add_argument(
+        "--evaluate",
+        metavar="WEIGHTS",
+        default=None,
+        help="no training: evaluate saved weights (e.g. weights/s10_custom_resnet.pt) on the whole "
+        "test set and compare with the accuracy recorded beside them",
+    )
+    parser.add_argument(
+        "--tta",
+        choices=TTA_CHOICES,
+        default="recorded",
+        help="with --evaluate: the test-time augmentation (default: the one recorded with the weights)",
+    )
+    parser.add_argument(
+        "--trick",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        type=parse_trick,
+        help="set one field of the recipe's Tricks, e.g. whiten_init=off or ghost_batch=32 "
+        "(repeatable; for ablations); fields: " + ", ".join(TRICK_NAMES),
+    )
+    parser.add_argument(
+        "--restore",
+        metavar="WEIGHTS",
+        default=None,
+        help="no training: rebuild the run folder (--out) of the finished run that wrote WEIGHTS "
+        "(recipe from --recipe), so that the notebook analyses that run",
+    )
     return parser.parse_args(argv)
 
 
@@ -582,16 +687,27 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
                 plot = f"the plot is a range test re-run in this folder, which suggests {rerun:.3e}"
             else:
                 plot = "the plot is that run's range test"
-            print(f"peak LR {max_lr:.3e} from the range test of the run that wrote "
-                  f"{summary['restored_from']} ({summary.get('device')}); {plot}")  # fmt: skip
+            print(
+                f"peak LR {max_lr:.3e} from the range test of the run that wrote "
+                f"{summary['restored_from']} ({summary.get('device')}); {plot}"
+            )
         return max_lr, figure
     result = s10_find_lr(model, data, config, device)
     if plot_path is not None:
         plot_path.parent.mkdir(parents=True, exist_ok=True)
         result.figure.savefig(plot_path, dpi=120, bbox_inches="tight")
-        write_summary(run_dir, config=asdict(config), max_lr=result.suggested_lr,
-                       finder={"lrs": result.lrs, "losses": result.losses, "steepest_lr": result.steepest_lr,
-                               "min_loss_lr": result.min_loss_lr, "rule": result.rule})  # fmt: skip
+        write_summary(
+            run_dir,
+            config=asdict(config),
+            max_lr=result.suggested_lr,
+            finder={
+                "lrs": result.lrs,
+                "losses": result.losses,
+                "steepest_lr": result.steepest_lr,
+                "min_loss_lr": result.min_loss_lr,
+                "rule": result.rule,
+            },
+        )
     return result.suggested_lr, result.figure
 
 
@@ -618,8 +734,10 @@ def describe_range_test(run_dir: str | Path, reference_lr: float | None = None) 
     max_lr = summary.get("max_lr")
     if "rerun_max_lr" in summary and max_lr is not None:
         steps = np.log(max_lr / steepest) / np.log(lrs[1] / lrs[0])
-        lines.append(f"the run trained with the peak LR of its own range test, {max_lr:.3e}: {abs(steps):.1f} of "
-                     f"this test's steps {'above' if steps > 0 else 'below'} this test's steepest point")  # fmt: skip
+        lines.append(
+            f"the run trained with the peak LR of its own range test, {max_lr:.3e}: {abs(steps):.1f} of "
+            f"this test's steps {'above' if steps > 0 else 'below'} this test's steepest point"
+        )
     elif max_lr is not None:
         lines.append(f"the run's peak LR: {max_lr:.3e} (rule {finder['rule']})")
     return "\n".join(lines)
@@ -651,9 +769,14 @@ def s10_config(fast: bool = False, recipe: str = "lesson") -> S10Config:
 def s10_original_recipe() -> S10Config:
     """The original course's recipe: Adam (weight decay 1e-4), range test 1e-7 to 0.1, plain logits."""
     return S10Config(
-        optimizer="adam", weight_decay=1e-4, finder_start_lr=1e-7, finder_end_lr=0.1, finder_rule="min/10",
-        label_smoothing=0.0, logit_scale=1.0,
-    )  # fmt: skip
+        optimizer="adam",
+        weight_decay=1e-4,
+        finder_start_lr=1e-7,
+        finder_end_lr=0.1,
+        finder_rule="min/10",
+        label_smoothing=0.0,
+        logit_scale=1.0,
+    )
 
 
 def s10_short_recipe() -> S10Config:
@@ -665,9 +788,19 @@ def s10_short_recipe() -> S10Config:
     flip test-time augmentation, tested after epochs 6 and 11 only (a test costs training time).
     """
     return S10Config(
-        epochs=11, eval_every=6, optimizer="sgd", max_lr=0.4, weight_decay=5e-4, label_smoothing=0.2, pct_start=0.25,
-        div_factor=20.0, final_div_factor=200.0, logit_scale=0.125, loader="tensor", flip_tta=True,
-    )  # fmt: skip
+        epochs=11,
+        eval_every=6,
+        optimizer="sgd",
+        max_lr=0.4,
+        weight_decay=5e-4,
+        label_smoothing=0.2,
+        pct_start=0.25,
+        div_factor=20.0,
+        final_div_factor=200.0,
+        logit_scale=0.125,
+        loader="tensor",
+        flip_tta=True,
+    )
 
 
 def s10_tricks_recipe() -> S10Config:
@@ -682,10 +815,19 @@ def s10_tricks_recipe() -> S10Config:
     Ghost batch norm (``ghost_batch``) is left out: it did not help, and its reshapes slow a CPU step.
     """
     tricks = Tricks(
-        whiten_init=True, freeze_whitening=True, dirac_init=True, freeze_bn_weight=True, bias_lr_factor=64.0,
-        average_every=10, average_decay=0.9, lookahead=True, alternating_flip=True, translate=2, cutout=0,
+        whiten_init=True,
+        freeze_whitening=True,
+        dirac_init=True,
+        freeze_bn_weight=True,
+        bias_lr_factor=64.0,
+        average_every=10,
+        average_decay=0.9,
+        lookahead=True,
+        alternating_flip=True,
+        translate=2,
+        cutout=0,
         shift_tta=True,
-    )  # fmt: skip
+    )
     return replace(s10_short_recipe(), epochs=6, eval_every=5, batch_size=256, max_lr=0.5, tricks=tricks)
 
 
@@ -707,9 +849,20 @@ def _recipe_key(name: str) -> str:
 
 # command-line options that override a field of the chosen recipe when given
 _OVERRIDES = (
-    "epochs", "batch_size", "optimizer", "weight_decay", "max_lr", "finder_end_lr", "finder_iters", "finder_rule",
-    "label_smoothing", "seed", "eval_every", "train_subset", "test_subset",
-)  # fmt: skip
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "weight_decay",
+    "max_lr",
+    "finder_end_lr",
+    "finder_iters",
+    "finder_rule",
+    "label_smoothing",
+    "seed",
+    "eval_every",
+    "train_subset",
+    "test_subset",
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -740,8 +893,10 @@ def _evaluate_command(
     result = evaluate_weights(path, data_dir, amp_dtype=amp_dtype, tta=tta)
     claimed = json.loads(record_path(path).read_text()).get("test_accuracy")
     views = "" if tta == "recorded" else f" with test-time augmentation '{tta}'"
-    print(f"{path}: test accuracy {result['accuracy']:.2f}% on {result['images']:,} images{views} "
-          f"(recorded: {claimed}%), mean loss {result['loss']:.4f}")  # fmt: skip
+    print(
+        f"{path}: test accuracy {result['accuracy']:.2f}% on {result['images']:,} images{views} "
+        f"(recorded: {claimed}%), mean loss {result['loss']:.4f}"
+    )
     return result
 
 
@@ -750,21 +905,28 @@ def _run_s10(config: S10Config, args: argparse.Namespace, argv: list[str] | None
     out = Path(args.out)
     data = s10_data(config, args.data_dir, args.download, device)
     amp_dtype = resolve_amp_dtype(device, PRECISIONS[args.precision])
-    print(f"device: {describe_device(device)}; {precision_name(amp_dtype)}; train {len(data.train_labels)} / "
-          f"test {len(data.test_labels)} images; mean {data.mean} std {data.std}")  # fmt: skip
+    print(
+        f"device: {describe_device(device)}; {precision_name(amp_dtype)}; train {len(data.train_labels)} / "
+        f"test {len(data.test_labels)} images; mean {data.mean} std {data.std}"
+    )
     model = s10_model(config, data)
     max_lr, _ = s10_max_lr(model, data, config, device, out)
     print(f"one-cycle peak LR {max_lr:.3e}")
-    command = cli.command_line("cifar.train", argv)
+    command = cli.command_line("cifar.s10", argv)
     device_name, previous = describe_device(device, amp_dtype), read_summary(out).get("device")
     if previous and (out / CHECKPOINT_NAME).is_file():  # a resumed run keeps naming where it began
         device_name = previous if previous.endswith(device_name) else f"{previous}, resumed on {device_name}"
     write_summary(out, config=asdict(config), max_lr=max_lr, device=device_name, command=command.strip())
-    result = s10_fit(model, data, config, max_lr, device, out, max_steps_per_epoch=args.max_steps, amp_dtype=amp_dtype)
+    options = FitOptions(max_steps_per_epoch=args.max_steps, amp_dtype=amp_dtype, checkpoint_minutes=5.0)
+    result = s10_fit(model, data, config, max_lr, device, out, options)
     history = result.history
     # the epochs' own time (training + tests, cifar.train.run_seconds): interruptions and the range test do not count
-    summary = write_summary(out, epoch_seconds=run_seconds(history)["total"], history=history,
-                             first_epoch_90=first_epoch_reaching(history, 90.0))  # fmt: skip
+    summary = write_summary(
+        out,
+        epoch_seconds=run_seconds(history)["total"],
+        history=history,
+        first_epoch_90=first_epoch_reaching(history, 90.0),
+    )
     plot_history(history).savefig(out / "curves.png", dpi=120, bbox_inches="tight")
     plot_lrs(result.lrs, len(result.lrs) // config.epochs).savefig(out / "lr_trace.png", dpi=120, bbox_inches="tight")
     if args.weights:

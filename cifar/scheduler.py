@@ -39,9 +39,12 @@ def weight_and_bias_groups(model: nn.Module, weight_decay: float, bias_lr_factor
         return [{"params": trainable, "weight_decay": weight_decay, "lr_factor": 1.0}]
     return [
         {"params": [p for p in trainable if p.dim() > 1], "weight_decay": weight_decay, "lr_factor": 1.0},
-        {"params": [p for p in trainable if p.dim() <= 1], "weight_decay": weight_decay / bias_lr_factor,
-         "lr_factor": bias_lr_factor},
-    ]  # fmt: skip
+        {
+            "params": [p for p in trainable if p.dim() <= 1],
+            "weight_decay": weight_decay / bias_lr_factor,
+            "lr_factor": bias_lr_factor,
+        },
+    ]
 
 
 def one_cycle(
@@ -158,7 +161,6 @@ def find_lr(
     end_lr: float = 0.1,
     num_iter: int = 100,
     rule: str = "min/10",
-    use_autocast: bool = True,
 ) -> LRFinderResult:
     """Exponential LR range test (torch-lr-finder) and a suggested maximum LR.
 
@@ -175,7 +177,7 @@ def find_lr(
 
     if rule not in SUGGESTION_RULES:
         raise ValueError(f"rule must be one of {SUGGESTION_RULES}, not {rule!r}")
-    amp = autocast_dtype(device) if use_autocast else None
+    amp = autocast_dtype(device)  # the precision training uses on this device
     kwargs = {}
     if amp is not None:
         kwargs = {

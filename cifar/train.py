@@ -1,8 +1,10 @@
-"""The training engine: one epoch, prediction and evaluation, and a resumable ``fit``.
+"""The training engine: the training loop, prediction and evaluation, and a resumable ``fit``.
 
-Nothing here knows about a lesson: the S10 recipe is in :mod:`cifar.s10`, the raccoon boxes in
-:mod:`cifar.raccoon`, the fish in :mod:`cifar.fish`. ``python -m cifar.train`` runs the S10
-lesson's command line (:func:`cifar.s10.main`).
+:func:`train_one_epoch` is the textbook loop (:class:`StepOptions`: device, precision, clipping).
+Resuming an epoch interrupted part-way lives beside it: :class:`ResumableBatches` skips the batches
+already trained and sets the random state back, :class:`EpochTotals` keeps the running totals a
+checkpoint saves. :func:`fit` runs the epochs, tests and checkpoints (:class:`FitOptions`,
+:class:`Checkpoint`, :class:`WeightAverage`). Nothing here knows about a lesson.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import functools
 import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,12 +23,16 @@ from torch import nn
 from tqdm import tqdm
 
 from .artifacts import save_atomic, save_history
-from .utils import autocast, derive_seed, grad_scaler, resolve_amp_dtype, seed_loader
+from .utils import autocast, derive_seed, get_device, grad_scaler, resolve_amp_dtype, seed_loader
 
 CHECKPOINT_NAME = "checkpoint.pt"
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _to_device(inputs: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool):
+def to_device(
+    inputs: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch on ``device``: uint8 images become floats in [0, 1], 4-d inputs channels-last when asked."""
     memory_format = torch.channels_last if channels_last and inputs.dim() == 4 else torch.contiguous_format
     inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
     if inputs.dtype == torch.uint8:
@@ -53,140 +59,77 @@ def accuracy_score(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return (outputs.argmax(1) == targets).float() * 100
 
 
+@dataclass
+class StepOptions:
+    """How each training step runs: on which device, in which precision and memory layout, with what clipping.
+
+    ``amp_dtype``: autocast's dtype (None: fp32). ``scaler`` scales the loss against fp16 underflow;
+    None makes :func:`cifar.utils.grad_scaler`'s, enabled for fp16 only (a disabled scaler changes
+    nothing). :func:`fit` keeps one for the whole run, so its scale carries over from epoch to epoch.
+    ``grad_clip`` clips each gradient value to [-grad_clip, grad_clip] before the optimizer's step.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = True
+    grad_clip: float | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    def __post_init__(self):
+        self.device = torch.device(self.device)
+        if self.scaler is None:
+            self.scaler = grad_scaler(self.device, self.amp_dtype)
+
+
 def train_one_epoch(
     model: nn.Module,
-    loader,
+    batches: Iterable,
     optimizer: torch.optim.Optimizer,
     loss_fn: nn.Module,
-    device: torch.device,
     scheduler=None,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = True,
-    progress: bool = True,
-    desc: str = "train",
-    max_steps: int | None = None,
-    grad_clip: float | None = None,
-    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
-    partial: dict | None = None,
-    on_step: Callable[[dict], None] | None = None,
-    scaler: torch.amp.GradScaler | None = None,
+    options: StepOptions | None = None,
+    totals: EpochTotals | None = None,
 ) -> dict:
-    """One pass over ``loader``; the scheduler (if any) steps after every batch.
+    """One pass over ``batches``, (inputs, targets) pairs: the training loop.
 
-    Returns the mean loss per sample, the mean score (accuracy in % by default), the last LR,
-    the LR and the loss of every batch, seconds and images/s. ``grad_clip`` clips each parameter
-    gradient's value to [-grad_clip, grad_clip] before the step.
-
-    ``on_step(totals)`` is called after every batch with the epoch's running totals; passing
-    such totals back as ``partial`` finishes an interrupted epoch: its first ``partial["steps"]``
-    batches are drawn again (so that shuffling and augmentation continue as they were) but not
-    trained, and the global RNG is set back to where it was when the epoch was interrupted.
-
-    ``scaler`` scales the loss against fp16 underflow (default: :func:`cifar.utils.grad_scaler`,
-    enabled only for fp16; pass one to keep its state across epochs, as :func:`fit` does). A step
-    it skips (inf/nan gradients: the scale was too high) leaves the scheduler where it was too,
-    so the skipped batch's LR is used again by the next one.
+    Every batch is moved to the device, run forward under autocast, scored by the loss, back-propagated
+    and stepped; the scheduler (if any) steps after every batch. ``totals`` counts the batches
+    (:class:`EpochTotals`); its :meth:`~EpochTotals.result` is returned: mean loss and score, the LR
+    and loss of every batch, seconds, images/s. :func:`fit` passes :class:`ResumableBatches`, which
+    finishes an interrupted epoch exactly; the loop is the same either way.
     """
+    options = options if options is not None else StepOptions()
+    totals = totals if totals is not None else EpochTotals()
     model.train()
-    scaler = scaler if scaler is not None else grad_scaler(device, amp_dtype)
-    totals = _epoch_totals(partial)
-    last = time.perf_counter()
-    bar = tqdm(loader, desc=desc, disable=not progress, mininterval=2, leave=False, file=sys.stdout)
-    for step, (inputs, targets) in enumerate(bar):
-        if step < totals["steps"]:  # trained before the interruption: drawn again, not trained
-            if step + 1 == totals["steps"]:
-                set_rng_states(partial, device)
-            last = time.perf_counter()
-            continue
-        if max_steps is not None and step >= max_steps:
-            break
-        inputs, targets = _to_device(inputs, targets, device, channels_last)
-        outputs, loss, lr = _train_step(model, inputs, targets, optimizer, loss_fn, scaler, scheduler, grad_clip,
-                                        device, amp_dtype)  # fmt: skip
-        _add_batch(totals, step, loss, outputs, targets, lr, score_fn)
-        now = time.perf_counter()
-        totals["seconds"] += now - last  # the wait for this batch and its step; not the re-drawn batches
-        last = now
-        bar.set_postfix(loss=f"{totals['loss_sum'] / totals['seen']:.4f}",
-                        score=f"{totals['score_sum'] / totals['seen']:.2f}", lr=f"{lr:.2e}")  # fmt: skip
-        if on_step is not None:
-            on_step(totals)
-    return _epoch_result(totals, optimizer)
+    for inputs, targets in batches:
+        inputs, targets = to_device(inputs, targets, options.device, options.channels_last)
+        with autocast(options.device, options.amp_dtype):
+            outputs = model(inputs)
+            loss = loss_fn(outputs, targets)
+        lr = optimizer.param_groups[0]["lr"]  # the LR this batch is trained with
+        optimizer.zero_grad(set_to_none=True)
+        options.scaler.scale(loss).backward()  # the loss scaled against fp16 underflow; unchanged otherwise
+        clip_gradients(model, optimizer, options)
+        if optimizer_step(optimizer, options.scaler) and scheduler is not None:
+            scheduler.step()
+        totals.add(loss, outputs, targets, lr)
+    return totals.result(optimizer)
 
 
-def _epoch_totals(partial: dict | None) -> dict:
-    """An epoch's running totals: zero, or copied from the ``partial`` totals of an interrupted epoch."""
-    totals = {"steps": 0, "loss_sum": 0.0, "score_sum": 0.0, "seen": 0, "lrs": [], "losses": [], "seconds": 0.0}
-    if partial is not None:
-        totals.update({key: partial[key] for key in totals})
-        totals["lrs"], totals["losses"] = list(totals["lrs"]), list(totals["losses"])
-    return totals
+def clip_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, options: StepOptions) -> None:
+    """Clip every gradient value to ``options.grad_clip`` (nothing when None), after unscaling them."""
+    if options.grad_clip is not None:
+        options.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_value_(model.parameters(), options.grad_clip)
 
 
-def _train_step(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: nn.Module,
-    scaler: torch.amp.GradScaler,
-    scheduler,
-    grad_clip: float | None,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Forward, backward and one optimizer (and scheduler) step on a batch; returns outputs, loss and the LR used."""
-    with autocast(device, amp_dtype):
-        outputs = model(inputs)
-        loss = loss_fn(outputs, targets)
-    lr = optimizer.param_groups[0]["lr"]  # the LR this batch is trained with
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if grad_clip is not None:
-        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        nn.utils.clip_grad_value_(model.parameters(), grad_clip)
-    if _scaled_step(scaler, optimizer) and scheduler is not None:
-        scheduler.step()
-    return outputs, loss, lr
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
+    """``optimizer.step()`` through the gradient scaler; False when the scaler skipped the step.
 
-
-def _add_batch(
-    totals: dict,
-    step: int,
-    loss: torch.Tensor,
-    outputs: torch.Tensor,
-    targets: torch.Tensor,
-    lr: float,
-    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-) -> None:
-    """Count the trained batch ``step`` (0-based) into the epoch's running totals."""
-    totals["losses"].append(loss.item())
-    totals["loss_sum"] += totals["losses"][-1] * len(targets)
-    totals["score_sum"] += score_fn(outputs.detach().float(), targets).sum().item()
-    totals["seen"] += len(targets)
-    totals["lrs"].append(lr)
-    totals["steps"] = step + 1
-
-
-def _epoch_result(totals: dict, optimizer: torch.optim.Optimizer) -> dict:
-    """What :func:`train_one_epoch` returns, from the epoch's running totals."""
-    seen, seconds, lrs = totals["seen"], totals["seconds"], totals["lrs"]
-    return {
-        "loss": totals["loss_sum"] / max(seen, 1),
-        "score": totals["score_sum"] / max(seen, 1),
-        "lr": lrs[-1] if lrs else optimizer.param_groups[0]["lr"],
-        "lrs": lrs,
-        "losses": totals["losses"],
-        "seconds": seconds,
-        "images_per_s": seen / seconds if seconds > 0 else 0.0,
-    }
-
-
-def _scaled_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
-    """``scaler.step(optimizer)`` and ``scaler.update()``; False when the scaler skipped the step.
-
-    A skip is seen as the scale going down: ``update`` lowers it (by ``backoff_factor``, 0.5) exactly
-    when it found inf/nan gradients. A disabled scaler just steps the optimizer, as training without one.
+    The scaler skips a step whose gradients hold inf/nan (the scale was too high) and lowers the
+    scale (by ``backoff_factor``, 0.5): a skip is seen as the scale going down. The caller then
+    leaves the scheduler where it was, so the skipped batch's LR is used again by the next one. A
+    disabled scaler just steps the optimizer.
     """
     if not scaler.is_enabled():
         optimizer.step()
@@ -195,6 +138,113 @@ def _scaled_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer)
     scaler.step(optimizer)
     scaler.update()
     return scaler.get_scale() >= scale
+
+
+class EpochTotals:
+    """An epoch's running totals: batches trained, loss and score sums, images, the LR and loss of every
+    batch, and the seconds spent waiting for the batches and training them.
+
+    ``saved``: the :meth:`state` of an epoch interrupted part-way (from a checkpoint), to go on from.
+    ``score_fn(outputs, targets)`` gives a per-sample score (accuracy in % by default).
+    """
+
+    FIELDS = ("steps", "loss_sum", "score_sum", "seen", "lrs", "losses", "seconds")
+
+    def __init__(self, score_fn: ScoreFn = accuracy_score, saved: dict | None = None):
+        self.score_fn = score_fn
+        self.steps, self.seen = 0, 0
+        self.loss_sum, self.score_sum, self.seconds = 0.0, 0.0, 0.0
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        if saved is not None:
+            for key in self.FIELDS:
+                setattr(self, key, list(saved[key]) if isinstance(saved[key], list) else saved[key])
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Time from now on: what came before (re-drawn batches of a resumed epoch) is not counted."""
+        self._last = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, lr: float) -> None:
+        """Count one trained batch: its mean loss, the score of its outputs, the LR it was trained with."""
+        self.losses.append(loss.item())
+        self.loss_sum += self.losses[-1] * len(targets)
+        self.score_sum += self.score_fn(outputs.detach().float(), targets).sum().item()
+        self.seen += len(targets)
+        self.lrs.append(lr)
+        self.steps += 1
+        now = time.perf_counter()
+        self.seconds += now - self._last  # the wait for this batch and its step
+        self._last = now
+
+    def state(self) -> dict:
+        """The totals as a checkpoint keeps them (plain numbers and lists)."""
+        return {key: getattr(self, key) for key in self.FIELDS}
+
+    def result(self, optimizer: torch.optim.Optimizer) -> dict:
+        """What :func:`train_one_epoch` returns: means over the epoch, every batch's LR and loss, time."""
+        seen, seconds = max(self.seen, 1), self.seconds
+        return {
+            "loss": self.loss_sum / seen,
+            "score": self.score_sum / seen,
+            "lr": self.lrs[-1] if self.lrs else optimizer.param_groups[0]["lr"],
+            "lrs": self.lrs,
+            "losses": self.losses,
+            "seconds": seconds,
+            "images_per_s": self.seen / seconds if seconds > 0 else 0.0,
+        }
+
+
+class ResumableBatches:
+    """The batches of one epoch of ``loader``, resumable part-way: what :func:`fit` trains on.
+
+    When ``totals`` already counts trained batches (an epoch interrupted part-way, resumed from its
+    checkpoint), their batches are drawn again, so that shuffling and augmentation go on as they
+    were, but not yielded; after the last of them the global RNG is set back to ``rng``
+    (:func:`rng_states` at the interruption). After each yielded batch has been trained (when the
+    loop asks for the next one) ``on_step(totals)`` is called: :func:`fit` updates its weight
+    average and saves a checkpoint there when one is due. ``max_steps`` ends the epoch after that
+    many batches; ``desc`` shows a progress bar so titled (None: no bar).
+    """
+
+    def __init__(
+        self,
+        loader: Iterable,
+        totals: EpochTotals,
+        rng: dict | None = None,
+        device: torch.device | None = None,
+        max_steps: int | None = None,
+        on_step: Callable[[EpochTotals], None] | None = None,
+        desc: str | None = None,
+    ):
+        self.loader, self.totals, self.rng, self.on_step = loader, totals, rng, on_step
+        self.device, self.max_steps, self.desc = device or torch.device("cpu"), max_steps, desc
+
+    def __len__(self) -> int:
+        return len(self.loader) if self.max_steps is None else min(self.max_steps, len(self.loader))
+
+    def __iter__(self) -> Iterator:
+        trained = self.totals.steps
+        bar = tqdm(self.loader, desc=self.desc, disable=self.desc is None, mininterval=2, leave=False, file=sys.stdout)
+        for step, batch in enumerate(bar):
+            if step < trained:  # trained before the interruption: drawn again, not trained
+                if step + 1 == trained and self.rng is not None:
+                    set_rng_states(self.rng, self.device)
+                self.totals.restart_clock()
+                continue
+            if self.max_steps is not None and step >= self.max_steps:
+                break
+            yield batch
+            self._after_step(bar)
+
+    def _after_step(self, bar) -> None:
+        totals = self.totals
+        seen = max(totals.seen, 1)
+        bar.set_postfix(
+            loss=f"{totals.loss_sum / seen:.4f}", score=f"{totals.score_sum / seen:.2f}", lr=f"{totals.lrs[-1]:.2e}"
+        )
+        if self.on_step is not None:
+            self.on_step(totals)
 
 
 def tta_outputs(model: nn.Module, inputs: torch.Tensor, flip: bool, shift: bool) -> torch.Tensor:
@@ -208,8 +258,9 @@ def tta_outputs(model: nn.Module, inputs: torch.Tensor, flip: bool, shift: bool)
         height, width = inputs.shape[-2:]
         padded = nn.functional.pad(inputs, (1, 1, 1, 1), mode="reflect")
         shifted = [padded[..., :height, :width], padded[..., 2 : height + 2, 2 : width + 2]]
-        outputs = outputs / 2 + sum(mirrored(view.contiguous(memory_format=_memory_format(inputs)))
-                                    for view in shifted) / 4  # fmt: skip
+        outputs = (
+            outputs / 2 + sum(mirrored(view.contiguous(memory_format=_memory_format(inputs))) for view in shifted) / 4
+        )
     return outputs
 
 
@@ -218,29 +269,33 @@ def _memory_format(inputs: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+TTA_VIEWS = ("none", "flip", "shift")  # test-time augmentation: see predict
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    loader,
+    loader: Iterable,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = True,
     progress: bool = False,
-    flip_tta: bool = False,
-    shift_tta: bool = False,
+    tta: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 outputs (logits) and targets for every sample of ``loader``, on the CPU, in eval mode.
 
-    ``flip_tta`` averages the outputs for each image and its mirror image (test-time augmentation);
-    ``shift_tta`` also averages (at half the weight) the flip pairs of the image shifted by one
-    pixel up-left and down-right (airbench's multi-crop: 6 views, 3x the cost of ``flip_tta``).
+    ``tta`` (:data:`TTA_VIEWS`): ``"flip"`` averages the outputs for each image and its mirror image
+    (test-time augmentation); ``"shift"`` also averages (at half the weight) the flip pairs of the
+    image shifted by one pixel up-left and down-right (airbench's multi-crop: 6 views, 3x the cost).
     """
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"tta must be one of {TTA_VIEWS}, not {tta!r}")
     model.eval()
     all_outputs, all_targets = [], []
     for inputs, targets in tqdm(loader, desc="eval", disable=not progress, leave=False, file=sys.stdout):
-        inputs, targets = _to_device(inputs, targets, device, channels_last)
+        inputs, targets = to_device(inputs, targets, device, channels_last)
         with autocast(device, amp_dtype):
-            outputs = tta_outputs(model, inputs, flip_tta or shift_tta, shift_tta)
+            outputs = tta_outputs(model, inputs, tta != "none", tta == "shift")
         all_outputs.append(outputs.float().cpu())
         all_targets.append(targets.cpu())
     return torch.cat(all_outputs), torch.cat(all_targets)
@@ -248,17 +303,16 @@ def predict(
 
 def evaluate(
     model: nn.Module,
-    loader,
+    loader: Iterable,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = True,
     loss_fn: nn.Module | None = None,
-    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score,
-    flip_tta: bool = False,
-    shift_tta: bool = False,
+    score_fn: ScoreFn = accuracy_score,
+    tta: str = "none",
 ) -> dict[str, float]:
     """Mean loss per sample (cross-entropy by default) and mean score over the whole of ``loader``."""
-    outputs, targets = predict(model, loader, device, amp_dtype, channels_last, flip_tta=flip_tta, shift_tta=shift_tta)
+    outputs, targets = predict(model, loader, device, amp_dtype, channels_last, tta=tta)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     return {"loss": loss_fn(outputs, targets).item(), "score": score_fn(outputs, targets).mean().item()}
 
@@ -340,15 +394,23 @@ class Checkpoint:
         for name, part in self.parts.items():
             if part is not None and state.get(name):  # None or {}: not saved (e.g. a disabled scaler's state)
                 part.load_state_dict(state[name])
-        progress = {"epoch": state["epoch"], "history": state["history"], "lrs": state.get("lrs", []),
-                    "partial": state.get("partial")}  # fmt: skip
+        progress = {
+            "epoch": state["epoch"],
+            "history": state["history"],
+            "lrs": state.get("lrs", []),
+            "partial": state.get("partial"),
+        }
         if state.get("restored_from"):
             trained_by = f"`{state.get('command')}` on {state.get('device')}"
-            self.log(f"Finished run restored from {state['restored_from']}: {state['epoch']} of {epochs} epochs "
-                     f"trained by {trained_by}; nothing left to train.")  # fmt: skip
+            self.log(
+                f"Finished run restored from {state['restored_from']}: {state['epoch']} of {epochs} epochs "
+                f"trained by {trained_by}; nothing left to train."
+            )
         elif progress["partial"] is not None:
-            self.log(f"Resumed from {self.path.name} in epoch {state['epoch'] + 1} of {epochs}, after its batch "
-                     f"{progress['partial']['steps']}.")  # fmt: skip
+            self.log(
+                f"Resumed from {self.path.name} in epoch {state['epoch'] + 1} of {epochs}, after its batch "
+                f"{progress['partial']['steps']}."
+            )
         else:
             self.log(f"Resumed from {self.path.name} after epoch {state['epoch']} of {epochs}.")
         return progress
@@ -371,59 +433,115 @@ def _on_device(model: nn.Module, device: torch.device, channels_last: bool) -> N
         model.to(memory_format=torch.channels_last)
 
 
-def fit(
-    model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, scheduler, epochs: int,
-    device: torch.device, loss_fn: nn.Module | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
-    config: dict | None = None, amp_dtype: torch.dtype | None | str = "auto", channels_last: bool = True,
-    progress: bool = True, max_steps_per_epoch: int | None = None, grad_clip: float | None = None,
-    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy_score, score_name: str = "acc",
-    flip_tta: bool = False, eval_every: int = 1, checkpoint_minutes: float | None = None, log=print,
-    average: WeightAverage | None = None, shift_tta: bool = False,
-) -> FitResult:  # fmt: skip
-    """Train for ``epochs`` epochs, testing after each; returns the history and per-batch LRs.
+@dataclass
+class FitOptions:
+    """How :func:`fit` trains, tests and saves a run; every field has a default.
 
-    History columns: ``train_loss``, ``test_loss``, ``train_<score_name>``, ``test_<score_name>``
-    (accuracy in % by default; mean IoU for boxes). ``eval_every=n`` tests only after every n-th
-    epoch and the last (the other epochs' test columns are None). ``amp_dtype``: autocast's dtype,
-    None for fp32, "auto" for :func:`cifar.utils.autocast_dtype`'s choice (fp16 adds gradient scaling).
-    Each epoch's shuffling, augmentation and random draws come from ``derive_seed(seed, "epoch", epoch)``.
-
-    With ``checkpoint_dir`` the run is saved (:class:`Checkpoint`) after every epoch (and, with
-    ``checkpoint_minutes=m``, after the first batch m minutes past the last save); a later call with
-    the same directory and ``config`` resumes exactly where it stopped. With ``average`` (a
-    :class:`WeightAverage` of ``model``) the average is updated every step, checkpointed, tested in
-    place of the model, and copied into the model after the last epoch: the returned model is the average.
+    ``device``: None for :func:`cifar.utils.get_device`'s. ``amp_dtype``: autocast's dtype, None for
+    fp32, "auto" for :func:`cifar.utils.autocast_dtype`'s choice (fp16 adds gradient scaling).
+    ``loss_fn``: None for cross-entropy. ``score_fn`` gives a per-sample score, reported as
+    ``train_<score_name>`` and ``test_<score_name>`` (accuracy in % by default; mean IoU for boxes).
+    ``seed``: each epoch's shuffling, augmentation and random draws come from
+    ``derive_seed(seed, "epoch", epoch)``. ``eval_every=n`` tests only after every n-th epoch and the
+    last (the other epochs' test columns are None), with test-time augmentation ``tta``
+    (:data:`TTA_VIEWS`). ``average``: a :class:`WeightAverage` of the model, updated every step,
+    checkpointed, tested in place of the model and copied into it after the last epoch.
+    ``checkpoint_dir``: the run is saved there (:class:`Checkpoint`) after every epoch and, with
+    ``checkpoint_minutes=m``, after the first batch m minutes past the last save; ``config``
+    identifies the run, so that a checkpoint of another configuration is refused.
     """
-    if eval_every < 1:
-        raise ValueError(f"eval_every must be at least 1, got {eval_every}")
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    amp_dtype = resolve_amp_dtype(device, amp_dtype)
-    scaler = grad_scaler(device, amp_dtype)
-    _on_device(model, device, channels_last)
-    if average is not None:
-        _on_device(average.model, device, channels_last)
-    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "average": average, "scaler": scaler}
-    checkpoint = Checkpoint(checkpoint_dir, parts, config, log) if checkpoint_dir is not None else None
+
+    device: torch.device | None = None
+    amp_dtype: torch.dtype | None | str = "auto"
+    channels_last: bool = True
+    loss_fn: nn.Module | None = None
+    score_fn: ScoreFn = accuracy_score
+    score_name: str = "acc"
+    grad_clip: float | None = None
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+    eval_every: int = 1
+    tta: str = "none"
+    average: WeightAverage | None = None
+    checkpoint_dir: str | Path | None = None
+    checkpoint_minutes: float | None = None
+    config: dict | None = None
+    progress: bool = True
+    log: Callable[[str], object] = print
+
+    def __post_init__(self):
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
+        if self.tta not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {TTA_VIEWS}, not {self.tta!r}")
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    test_loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    epochs: int,
+    options: FitOptions | None = None,
+) -> FitResult:
+    """Train for ``epochs`` epochs with :func:`train_one_epoch`, testing after each; returns the history and
+    the LR of every batch.
+
+    History columns: ``epoch``, ``train_loss``, ``test_loss``, ``train_<score_name>``,
+    ``test_<score_name>``, ``lr``, ``seconds``, ``eval_seconds``, ``images_per_s``. With
+    ``options.checkpoint_dir`` a later call with the same directory and ``config`` resumes exactly
+    where the run stopped, part-way through an epoch included (:class:`ResumableBatches`). With
+    ``options.average`` the returned model is the average. :class:`FitOptions` has the rest.
+    """
+    options = options if options is not None else FitOptions()
+    device = torch.device(options.device) if options.device is not None else get_device()
+    amp_dtype = resolve_amp_dtype(device, options.amp_dtype)
+    step = StepOptions(device, amp_dtype, options.channels_last, options.grad_clip)
+    loss_fn = options.loss_fn or nn.CrossEntropyLoss()
+    for network in (model, options.average.model if options.average is not None else None):
+        if network is not None:
+            _on_device(network, device, options.channels_last)
+    parts = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "average": options.average,
+        "scaler": step.scaler,
+    }
+    checkpoint = None
+    if options.checkpoint_dir is not None:
+        checkpoint = Checkpoint(options.checkpoint_dir, parts, options.config, options.log)
     start_epoch, history, lrs, interrupted = _resume(checkpoint, epochs, device)
     for epoch in range(start_epoch, epochs):
-        _seed_epoch(train_loader, seed, epoch)
+        _seed_epoch(train_loader, options.seed, epoch)
+        totals = EpochTotals(options.score_fn, interrupted if epoch == start_epoch else None)
         after_step = functools.partial(
-            _after_step, model=model, average=average, checkpoint=checkpoint, minutes=checkpoint_minutes,
-            epoch=epoch, history=history, lrs=lrs, device=device,
-        )  # fmt: skip
-        train = train_one_epoch(
-            model, train_loader, optimizer, loss_fn, device, scheduler, amp_dtype, channels_last,
-            progress, desc=f"epoch {epoch + 1}/{epochs}", max_steps=max_steps_per_epoch, grad_clip=grad_clip,
-            score_fn=score_fn, partial=interrupted if epoch == start_epoch else None, on_step=after_step, scaler=scaler,
-        )  # fmt: skip
+            _after_step,
+            model=model,
+            options=options,
+            checkpoint=checkpoint,
+            epoch=epoch,
+            history=history,
+            lrs=lrs,
+            device=device,
+        )
+        batches = ResumableBatches(
+            train_loader,
+            totals,
+            interrupted,
+            device,
+            options.max_steps_per_epoch,
+            after_step,
+            desc=f"epoch {epoch + 1}/{epochs}" if options.progress else None,
+        )
+        train = train_one_epoch(model, batches, optimizer, loss_fn, scheduler, step, totals)
         started = time.perf_counter()
-        test = _end_of_epoch(
-            model, average, test_loader, epoch, epochs, eval_every, device, amp_dtype, channels_last, loss_fn,
-            score_fn, flip_tta, shift_tta,
-        )  # fmt: skip
-        history.append(_history_row(epoch, train, test, score_name, eval_seconds=time.perf_counter() - started))
+        test = _end_of_epoch(model, test_loader, epoch + 1 == epochs, epoch, options, step, loss_fn)
+        row = _history_row(epoch, train, test, options.score_name, eval_seconds=time.perf_counter() - started)
+        history.append(row)
         lrs.extend(train["lrs"])
-        log(_epoch_line(history[-1], epochs, score_name))
+        options.log(_epoch_line(history[-1], epochs, options.score_name))
         if checkpoint is not None:
             checkpoint.save(epoch + 1, history, lrs)
             save_history(history, checkpoint.folder)
@@ -446,12 +564,11 @@ def _seed_epoch(loader, seed: int, epoch: int) -> None:
 
 
 def _after_step(
-    totals: dict,
+    totals: EpochTotals,
     *,
     model: nn.Module,
-    average: WeightAverage | None,
+    options: FitOptions,
     checkpoint: Checkpoint | None,
-    minutes: float | None,
     epoch: int,
     history: list[dict],
     lrs: list[float],
@@ -462,42 +579,57 @@ def _after_step(
     ``lrs`` holds the LRs of the epochs before this one, so the run's step count is ``len(lrs)`` plus
     the epoch's steps so far.
     """
-    if average is not None:
-        average.update(model, len(lrs) + totals["steps"])
-    if checkpoint is not None and checkpoint.due(minutes):
-        checkpoint.save(epoch, history, lrs, partial={**totals, **rng_states(device)})
+    if options.average is not None:
+        options.average.update(model, len(lrs) + totals.steps)
+    if checkpoint is not None and checkpoint.due(options.checkpoint_minutes):
+        checkpoint.save(epoch, history, lrs, partial={**totals.state(), **rng_states(device)})
 
 
 def _end_of_epoch(
-    model, average, test_loader, epoch, epochs, eval_every, device, amp_dtype, channels_last, loss_fn, score_fn,
-    flip_tta, shift_tta,
-) -> dict:  # fmt: skip
+    model: nn.Module,
+    test_loader: Iterable,
+    last: bool,
+    epoch: int,
+    options: FitOptions,
+    step: StepOptions,
+    loss_fn: nn.Module,
+) -> dict:
     """After the last epoch's training the average becomes the model; the test (where due) of the weights in use."""
-    last = epoch + 1 == epochs
+    average = options.average
     if average is not None and last:
         model.load_state_dict(average.state_dict())
-    if (epoch + 1) % eval_every and not last:
+    if (epoch + 1) % options.eval_every and not last:
         return {"loss": None, "score": None}
-    return evaluate(average.model if average is not None else model, test_loader, device, amp_dtype,
-                    channels_last, loss_fn, score_fn, flip_tta, shift_tta)  # fmt: skip
+    tested = average.model if average is not None else model
+    return evaluate(
+        tested, test_loader, step.device, step.amp_dtype, step.channels_last, loss_fn, options.score_fn, options.tta
+    )
 
 
 def _history_row(epoch: int, train: dict, test: dict, score_name: str, eval_seconds: float) -> dict:
     """The history's row for the 0-based ``epoch``: its training and test results (None when not tested)."""
     return {
-        "epoch": epoch + 1, "train_loss": train["loss"], f"train_{score_name}": train["score"],
-        "test_loss": test["loss"], f"test_{score_name}": test["score"], "lr": train["lr"],
-        "seconds": train["seconds"], "eval_seconds": eval_seconds, "images_per_s": train["images_per_s"],
-    }  # fmt: skip
+        "epoch": epoch + 1,
+        "train_loss": train["loss"],
+        f"train_{score_name}": train["score"],
+        "test_loss": test["loss"],
+        f"test_{score_name}": test["score"],
+        "lr": train["lr"],
+        "seconds": train["seconds"],
+        "eval_seconds": eval_seconds,
+        "images_per_s": train["images_per_s"],
+    }
 
 
 def _epoch_line(row: dict, epochs: int, score_name: str) -> str:
     tested = "(not tested)"
     if row["test_loss"] is not None:
         tested = f"test loss {row['test_loss']:.4f} {score_name} {row[f'test_{score_name}']:.2f}"
-    return (f"epoch {row['epoch']:>2}/{epochs}  train loss {row['train_loss']:.4f} {score_name} "
-            f"{row[f'train_{score_name}']:.2f}  {tested}  lr {row['lr']:.2e}  "
-            f"{row['seconds']:.0f}s ({row['images_per_s']:.0f} img/s)")  # fmt: skip
+    return (
+        f"epoch {row['epoch']:>2}/{epochs}  train loss {row['train_loss']:.4f} {score_name} "
+        f"{row[f'train_{score_name}']:.2f}  {tested}  lr {row['lr']:.2e}  "
+        f"{row['seconds']:.0f}s ({row['images_per_s']:.0f} img/s)"
+    )
 
 
 def first_epoch_reaching(history: list[dict], accuracy: float) -> int | None:
@@ -530,9 +662,3 @@ def label_smoothing_floor(num_classes: int, smoothing: float) -> float:
         raise ValueError(f"need 0 <= smoothing <= 1 and at least 2 classes, got {smoothing}, {num_classes}")
     target = [1 - smoothing + smoothing / num_classes] + [smoothing / num_classes] * (num_classes - 1)
     return -sum(p * math.log(p) for p in target if p > 0)
-
-
-if __name__ == "__main__":
-    from .s10 import main
-
-    main()

@@ -10,23 +10,22 @@ trained on CIFAR-10 as a backbone that exists offline (:func:`s10_backbone_weigh
 :func:`unfreeze`, discriminative learning rates (:func:`parameter_groups`), the original lesson's
 :func:`fit_one_cycle`, and the classifier saved with its class names in the course's weights
 format (:func:`save_classifier` / :func:`load_classifier`).
-
-``python -m cifar.transfer`` runs the fish lesson's command line (:func:`cifar.fish.main`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .artifacts import load_weights, save_weights
+from .artifacts import load_model, load_weights, save_weights
 from .dataset import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-from .model import CustomResNet, torchvision_state_dict
+from .model import CustomResNet, imagenet_notice, imagenet_weights
 from .scheduler import make_optimizer, one_cycle
-from .train import FitResult, fit, predict
+from .train import FitOptions, FitResult, fit, predict
 from .utils import get_device, resolve_amp_dtype
 
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
@@ -60,19 +59,14 @@ def resnet34_weights(
         raise ValueError(
             f"weights must be one of {list(ResNet34_Weights.__members__)}, a .pth file or None, not {weights!r}"
         )
-    try:
-        if is_file:
+    if is_file:
+        try:
             return torch.load(weights, map_location="cpu", weights_only=True), str(weights)
-        return torchvision_state_dict(ResNet34_Weights[str(weights)]), str(weights)
-    except Exception as error:  # offline, proxy, hash mismatch, corrupt file...
-        url = ResNet34_Weights.IMAGENET1K_V1.url
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        log(
-            f"Notice: ImageNet weights {weights} could not be loaded ({reason}); continuing with RANDOM weights. "
-            f"To use them offline, put {url.rsplit('/', 1)[-1]} in torch's hub cache "
-            "($TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints)."
-        )
-        return None, RANDOM_WEIGHTS
+        except Exception as error:  # a corrupt or foreign file
+            log(imagenet_notice(str(weights), error, ResNet34_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]))
+            return None, RANDOM_WEIGHTS
+    state = imagenet_weights(ResNet34_Weights[str(weights)], log)
+    return (state, str(weights)) if state is not None else (None, RANDOM_WEIGHTS)
 
 
 def resnet34_classifier(num_classes: int, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
@@ -201,57 +195,57 @@ def parameter_groups(model: nn.Module, backbone_lr_factor: float | None = None, 
     return [group for group in groups if group["params"]]
 
 
+@dataclass
+class OneCycle:
+    """The optimizer and schedule of :func:`fit_one_cycle`: the original lesson's, by default.
+
+    ``opt_func``: ``"adam"``/``"sgd"``, or a class such as ``torch.optim.Adam`` called as
+    ``opt_func(groups, lr=..., weight_decay=...)``. The schedule is :func:`cifar.scheduler.one_cycle`
+    with OneCycleLR's default pct_start 0.3, div_factor 25 and final_div_factor 1e4, but linear
+    warm-up and annealing where OneCycleLR defaults to cosine annealing. ``backbone_lr_factor``
+    scales the backbone's LR (discriminative LRs, :func:`parameter_groups`).
+    """
+
+    opt_func: str | Callable = "adam"
+    weight_decay: float = 0.0
+    backbone_lr_factor: float | None = None
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+
 def fit_one_cycle(
     epochs: int,
     max_lr: float,
     model: nn.Module,
     train_loader,
     val_loader,
-    weight_decay: float = 0.0,
-    grad_clip: float | None = None,
-    opt_func: str | Callable = "adam",
-    *,
-    backbone_lr_factor: float | None = None,
-    pct_start: float = 0.3,
-    div_factor: float = 25.0,
-    final_div_factor: float = 1e4,
-    device: torch.device | None = None,
-    seed: int = 0,
-    checkpoint_dir: str | Path | None = None,
-    config: dict | None = None,
-    progress: bool = True,
-    max_steps_per_epoch: int | None = None,
-    log: Callable[[str], object] = print,
-    amp_dtype: torch.dtype | None | str = "auto",
+    cycle: OneCycle | None = None,
+    options: FitOptions | None = None,
 ) -> FitResult:
     """The original lesson's ``fit_one_cycle``, on the course's engine (:func:`cifar.train.fit`).
 
-    Trains the parameters that require grad with ``opt_func`` (``"adam"``/``"sgd"``, or a
-    class such as ``torch.optim.Adam`` called as ``opt_func(groups, lr=..., weight_decay=...)``)
-    under a one-cycle schedule stepped every batch, clipping gradient values to ``grad_clip``.
-    Returns :class:`~cifar.train.FitResult`: per-epoch history and the LR of every batch (of
-    the head's group). The schedule is :func:`cifar.scheduler.one_cycle` with OneCycleLR's
-    default pct_start 0.3, div_factor 25 and final_div_factor 1e4, but linear warm-up and
-    annealing where OneCycleLR defaults to cosine annealing. ``backbone_lr_factor`` scales the
-    backbone's LR (discriminative LRs). ``checkpoint_dir`` and ``config`` make it resumable.
-    ``amp_dtype``: the precision, as in :func:`cifar.train.fit`.
+    Trains the parameters that require grad with ``cycle``'s optimizer under a one-cycle schedule
+    stepped every batch (:class:`OneCycle`); ``options`` (:class:`~cifar.train.FitOptions`) says how:
+    device, precision, gradient clipping (``grad_clip``), checkpoints (``checkpoint_dir`` and
+    ``config`` make it resumable). Returns :class:`~cifar.train.FitResult`: per-epoch history and the
+    LR of every batch (of the head's group).
     """
-    device = device or get_device()
-    groups = parameter_groups(model, backbone_lr_factor)
+    cycle = cycle if cycle is not None else OneCycle()
+    options = options if options is not None else FitOptions()
+    groups = parameter_groups(model, cycle.backbone_lr_factor)
     max_lrs = [max_lr * group.pop("lr_factor") for group in groups]
-    if isinstance(opt_func, str):
-        optimizer = make_optimizer(opt_func, groups, max_lr / div_factor, weight_decay)
+    start_lr = max_lr / cycle.div_factor
+    if isinstance(cycle.opt_func, str):
+        optimizer = make_optimizer(cycle.opt_func, groups, start_lr, cycle.weight_decay)
     else:
-        optimizer = opt_func(groups, lr=max_lr / div_factor, weight_decay=weight_decay)
-    steps = len(train_loader) if max_steps_per_epoch is None else min(max_steps_per_epoch, len(train_loader))
-    schedule = one_cycle(
-        optimizer, max_lrs if len(max_lrs) > 1 else max_lrs[0], epochs, steps, pct_start, div_factor, final_div_factor
-    )
-    return fit(
-        model, train_loader, val_loader, optimizer, schedule, epochs, device, seed=seed,
-        checkpoint_dir=checkpoint_dir, config=config, progress=progress,
-        max_steps_per_epoch=max_steps_per_epoch, grad_clip=grad_clip, log=log, amp_dtype=amp_dtype,
-    )  # fmt: skip
+        optimizer = cycle.opt_func(groups, lr=start_lr, weight_decay=cycle.weight_decay)
+    steps = len(train_loader)
+    if options.max_steps_per_epoch is not None:
+        steps = min(options.max_steps_per_epoch, steps)
+    peak = max_lrs if len(max_lrs) > 1 else max_lrs[0]
+    schedule = one_cycle(optimizer, peak, epochs, steps, cycle.pct_start, cycle.div_factor, cycle.final_div_factor)
+    return fit(model, train_loader, val_loader, optimizer, schedule, epochs, options)
 
 
 # ----------------------------------------------------------------------------- saving with class names
@@ -281,16 +275,12 @@ def save_classifier(
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
     """The classifier saved by :func:`save_classifier` (float32, eval mode) and its record (``["classes"]``...)."""
-    state, record = load_weights(path)
-    build = CLASSIFIERS.get(record.get("architecture"))
-    if build is None:
-        raise ValueError(f"{path} holds a {record.get('architecture')!r}, not a classifier of {sorted(CLASSIFIERS)}")
-    model = build(len(record["classes"]))
-    model.load_state_dict(state)
-    return model.eval(), record
 
+    def build(record: dict) -> nn.Module:
+        if record.get("architecture") not in CLASSIFIERS:
+            raise ValueError(
+                f"{path} holds a {record.get('architecture')!r}, not a classifier of {sorted(CLASSIFIERS)}"
+            )
+        return CLASSIFIERS[record["architecture"]](len(record["classes"]))
 
-if __name__ == "__main__":
-    from .fish import main
-
-    main()
+    return load_model(path, build)

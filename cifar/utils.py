@@ -1,4 +1,4 @@
-"""Small helpers every lesson uses: data location, fast mode, seeding, device, precision."""
+"""Small helpers every lesson uses: data location and its errors, fast mode, seeding, device, precision."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import platform
 import random
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,19 @@ def runs_dir(default: str | Path = "runs") -> Path:
     resumes from its last checkpoint after a disconnect instead of starting again.
     """
     return Path(os.environ.get(RUNS_ENV) or default).expanduser()
+
+
+class DataError(ValueError):
+    """Raised for data that is missing or not in the expected layout; names path and fix."""
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fast_mode() -> bool:
@@ -193,8 +207,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 PRECISIONS: dict[str, torch.dtype | None | str] = {
-    "auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None,
-}  # fmt: skip
+    "auto": "auto",
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": None,
+}
 
 
 def precision_name(amp_dtype: torch.dtype | None) -> str:
@@ -391,6 +408,20 @@ GALLERY_TITLES = {
 }
 
 
+@dataclass
+class Gallery:
+    """What :func:`misclassified_gallery` shows: ``n`` mistakes, ``ncols`` panels per row (None: all in one),
+    ``size`` inches per panel, ``show`` (``"both"``, ``"images"`` or ``"gradcam"``), the Grad-CAM of
+    ``layer`` (e.g. the last residual block), and the figure's ``title`` (None: one for ``show``)."""
+
+    layer: torch.nn.Module | None = None
+    n: int = 8
+    ncols: int | None = None
+    size: float = 1.6
+    show: str = "both"
+    title: str | None = None
+
+
 def misclassified_gallery(
     model: torch.nn.Module,
     dataset,
@@ -399,22 +430,18 @@ def misclassified_gallery(
     classes,
     mean,
     std,
-    layer: torch.nn.Module | None = None,
-    n: int = 8,
-    ncols: int | None = None,
-    size: float = 1.6,
-    show: str = "both",
-    title: str | None = None,
+    gallery: Gallery | None = None,
 ):
     """The ``n`` mistakes made with the highest confidence, titled "true → predicted", and their Grad-CAM.
 
     ``dataset[i]`` is ``(input, label)`` of the sample that ``outputs[i]`` scores, the input
     normalized with ``mean``/``std``. Grad-CAM (:func:`gradcam_overlays`) shows, for the predicted
-    class, where ``layer`` (e.g. the last residual block) looked; it runs in fp32 on contiguous
-    memory, and ``model`` is left so, in eval mode. ``show``: ``"both"`` (each row of images
-    followed by the row of their Grad-CAM), ``"images"`` or ``"gradcam"``. ``ncols`` panels per
-    row (default: all in one). Returns the matplotlib Figure.
+    class, where ``gallery.layer`` looked; it runs in fp32 on contiguous memory, and ``model`` is
+    left so, in eval mode. ``gallery`` (:class:`Gallery`): how many, which panels (``"both"``: each
+    row of images followed by the row of their Grad-CAM), how laid out. Returns the matplotlib Figure.
     """
+    gallery = gallery if gallery is not None else Gallery()
+    layer, n, ncols, size, show = gallery.layer, gallery.n, gallery.ncols, gallery.size, gallery.show
     if show not in GALLERY_TITLES:
         raise ValueError(f"show must be one of {sorted(GALLERY_TITLES)}, not {show!r}")
     if show != "images" and layer is None:
@@ -440,7 +467,7 @@ def misclassified_gallery(
             for row in (images[rows], overlays[rows]):
                 panels += row + [None] * empty
                 labels += titles[rows] + [""] * empty
-    return show_images(panels, labels, ncols=ncols, size=size, title=title or GALLERY_TITLES[show])
+    return show_images(panels, labels, ncols=ncols, size=size, title=gallery.title or GALLERY_TITLES[show])
 
 
 def confusion_matrix(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -459,9 +486,15 @@ def confused_pairs(matrix: np.ndarray, classes, n: int = 6):
     for a in range(len(classes)):
         for b in range(a + 1, len(classes)):
             both = int(matrix[a, b] + matrix[b, a])
-            rows.append({"pair": f"{classes[a]} / {classes[b]}", "a → b": int(matrix[a, b]),
-                         "b → a": int(matrix[b, a]), "errors": both,
-                         "% of all errors": round(100 * both / errors, 1) if errors else 0.0})  # fmt: skip
+            rows.append(
+                {
+                    "pair": f"{classes[a]} / {classes[b]}",
+                    "a → b": int(matrix[a, b]),
+                    "b → a": int(matrix[b, a]),
+                    "errors": both,
+                    "% of all errors": round(100 * both / errors, 1) if errors else 0.0,
+                }
+            )
     table = pd.DataFrame(rows).sort_values("errors", ascending=False, kind="stable").head(n)
     return table.set_index("pair")
 
@@ -489,8 +522,15 @@ def plot_confusion(matrix: np.ndarray, classes, title: str = "Confusion matrix (
     threshold = matrix.max() / 2
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
-                    color="white" if matrix[i, j] > threshold else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                matrix[i, j],
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if matrix[i, j] > threshold else "black",
+            )
     figure.colorbar(image, ax=ax, fraction=0.046)
     figure.tight_layout()
     plt.close(figure)

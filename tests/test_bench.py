@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cifar import bench
-from cifar.dataset import TensorBatches, augment_batch
+from cifar.dataset import BatchAugment, TensorBatches, augment_batch
 
 
 def test_augment_batch_crops_flips_and_cuts():
@@ -35,7 +35,7 @@ def test_tensor_batches_normalize_shuffle_and_reproduce():
     assert [len(y) for _, y in batches] == [4, 4, 2] and len(test) == 3
     expected = (torch.from_numpy(images[:4]).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
     torch.testing.assert_close(batches[0][0], expected)
-    train = TensorBatches(images, np.arange(10), 4, (0.5,) * 3, (0.25,) * 3, train=True, seed=3)
+    train = TensorBatches(images, np.arange(10), 4, (0.5,) * 3, (0.25,) * 3, train=True, augment=BatchAugment(seed=3))
     first = [y.tolist() for _, y in train]
     train.generator.manual_seed(3)
     assert first == [y.tolist() for _, y in train]
@@ -103,11 +103,13 @@ def test_table_names_the_precision_each_path_used():
 
 
 def test_photo_loader_rates_time_the_lessons_loaders(capsys):
-    """--photos times the raccoon and fish training loaders: at most 2 batches after the first, in fast mode."""
+    """--time-loader times the raccoon and fish training loaders: at most 2 batches after the first, in fast mode."""
+    from cifar import fish, raccoon
+
     root = os.environ.get("CIFAR_DATA_DIR")
     if not root or not all((Path(root) / name).is_dir() for name in ("raccoon", "fish_egu2017")):
         pytest.skip("the raccoon and fish photos are absent: set CIFAR_DATA_DIR to a folder holding both")
-    results = bench.main(["--loader", "--photos", "--fast", "--batch-size", "8"])
+    results = {**raccoon.main(["--time-loader", "--fast"]), **fish.main(["--time-loader", "--fast"])}
     assert results["raccoon_images"] == 2 * 16 and results["fish_images"] == 2 * 128  # their lessons' batch sizes
     assert results["raccoon_img_s"] > 0 and results["fish_img_s"] > 0
     out = capsys.readouterr().out

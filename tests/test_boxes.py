@@ -360,7 +360,7 @@ def test_cli_fast(raccoon, tmp_path, monkeypatch):
     for name in ("raccoon_resnet50.pt", "raccoon_resnet50.json", "curves.png", "gallery.png", "summary.json"):
         assert (tmp_path / "cli" / name).is_file()
     assert summary["config"]["epochs"] == 1 and summary["latency"]["image_size"] == 32
-    assert summary["command"].startswith("python -m cifar.boxes --fast --image-size 32 --out ")
+    assert summary["command"].startswith("python -m cifar.raccoon --fast --image-size 32 --out ")
     model, record = load_box_model(tmp_path / "cli" / "raccoon_resnet50.pt")
     assert record["config"] == summary["config"] and model.sigmoid
 

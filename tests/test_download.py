@@ -31,14 +31,13 @@ from cifar.boxes import read_box_csv
 from cifar.dataset import (
     CIFAR10_CLASSES,
     DataError,
-    fish_group,
-    kaggle_group,
     load_cifar10,
     scan_class_folders,
     shared_group_fraction,
     split_indices,
 )
 from cifar.download import FISH_EGU2017, RACCOON, download_file, mirror_url
+from cifar.fish import fish_group, kaggle_group
 from cifar.raccoon import raccoon_root
 from cifar.utils import data_dir
 

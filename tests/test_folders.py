@@ -14,7 +14,6 @@ from cifar.dataset import (
     DataError,
     ImageFolderDataset,
     class_counts,
-    fish_group,
     imagenet_eval_transforms,
     imagenet_train_transforms,
     read_image,
@@ -23,8 +22,8 @@ from cifar.dataset import (
     shared_group_fraction,
     split_indices,
     split_leak,
-    video_group,
 )
+from cifar.fish import fish_group, video_group
 from cifar.utils import data_dir
 
 

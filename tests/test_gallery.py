@@ -10,6 +10,7 @@ from torch import nn
 
 from cifar import dataset as cd
 from cifar.utils import (
+    Gallery,
     confused_pairs,
     gradcam_by_layer,
     gradcam_maps,
@@ -53,7 +54,7 @@ def _shown(figure: Figure) -> list[str]:
 
 def test_images_then_their_gradcam(scored):
     model, dataset, outputs, targets = scored
-    figure = misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, model.features, n=4)
+    figure = misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, Gallery(model.features, n=4))
     assert isinstance(figure, Figure) and len(figure.axes) == 8 and figure._suptitle.get_text().endswith("Grad-CAM")
     predicted = outputs.argmax(1)
     expected = [f"{CLASSES[targets[i]]} → {CLASSES[predicted[i]]}" for i in misclassified_indices(outputs, targets, 4)]
@@ -63,8 +64,8 @@ def test_images_then_their_gradcam(scored):
 
 def test_rows_of_images_each_above_their_gradcam(scored):
     model, dataset, outputs, targets = scored
-    figure = misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, model.features, n=10,
-                                   ncols=3)  # fmt: skip
+    gallery = Gallery(model.features, n=10, ncols=3)
+    figure = misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, gallery)
     assert len(figure.axes) == 12  # 5 mistakes: images 3 + Grad-CAM 3, then images 2 + Grad-CAM 2 and 2 empty
     titles = [ax.get_title() if ax.images else None for ax in figure.axes]
     assert titles[:3] == titles[3:6] and titles[6:8] == titles[9:11] and titles[8] is titles[11] is None
@@ -72,15 +73,15 @@ def test_rows_of_images_each_above_their_gradcam(scored):
 
 def test_images_or_gradcam_alone(scored):
     model, dataset, outputs, targets = scored
-    images = misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, n=5, show="images")
-    cams = misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, model.features, n=5,
-                                 show="gradcam", title="Grad-CAM (features)")  # fmt: skip
+    images = misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, Gallery(n=5, show="images"))
+    gallery = Gallery(model.features, n=5, show="gradcam", title="Grad-CAM (features)")
+    cams = misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, gallery)
     assert len(_shown(images)) == len(_shown(cams)) == 5 and _shown(images) == _shown(cams)
     assert cams._suptitle.get_text() == "Grad-CAM (features)"
     with pytest.raises(ValueError, match="layer"):
-        misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, show="gradcam")
+        misclassified_gallery(model, dataset, outputs, targets, CLASSES, MEAN, STD, Gallery(show="gradcam"))
     with pytest.raises(ValueError, match="nothing to show"):
-        misclassified_gallery(model, dataset, outputs, outputs.argmax(1), CLASSES, MEAN, STD, show="images")
+        misclassified_gallery(model, dataset, outputs, outputs.argmax(1), CLASSES, MEAN, STD, Gallery(show="images"))
 
 
 def test_gradcam_maps_and_how_alike_they_are(scored):

@@ -1,4 +1,4 @@
-"""``import cifar``: each exported name belongs to one module and resolves; the lesson commands' modules."""
+"""``import cifar``: each exported name belongs to one module and resolves; each lesson module runs its command."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ def test_every_exported_name_is_unique_and_resolves():
             assert getattr(cifar, name) is getattr(importlib.import_module(f"cifar.{module}"), name)
 
 
-def test_libraries_hold_no_lesson():
-    # python -m cifar.train / .boxes / .transfer run the lessons' command lines without the library importing them
-    for library, lesson in (("train", "s10"), ("boxes", "raccoon"), ("transfer", "fish")):
+def test_each_lesson_command_is_its_lesson_module():
+    # python -m cifar.s10 / .raccoon / .fish / .residual: the lesson's module runs its own command line
+    for lesson in ("s10", "raccoon", "fish", "residual"):
+        module = importlib.import_module(f"cifar.{lesson}")
+        source = module.__loader__.get_source(f"cifar.{lesson}")
+        assert callable(module.main) and source.rstrip().endswith('if __name__ == "__main__":\n    main()')
+    for library in ("train", "boxes", "transfer", "dataset", "download", "model", "bench"):
         source = importlib.import_module(f"cifar.{library}").__loader__.get_source(f"cifar.{library}")
-        head, _, main_block = source.partition('if __name__ == "__main__":')
-        assert f"from .{lesson} import" not in head and f"from .{lesson} import main" in main_block
+        assert 'if __name__ == "__main__"' not in source or library == "bench"

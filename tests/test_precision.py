@@ -76,13 +76,15 @@ def test_scaler_skips_an_infinite_step_then_recovers():
     snapshots = []
 
     def on_step(totals):
-        snapshots.append(({k: v.clone() for k, v in model.named_parameters()}, scaler.get_scale(),
-                          schedule.last_epoch))  # fmt: skip
+        weights = {k: v.clone() for k, v in model.named_parameters()}
+        snapshots.append((weights, scaler.get_scale(), schedule.last_epoch))
 
     before = {k: v.clone() for k, v in model.named_parameters()}  # the weights (batch-norm statistics move)
     model.register_forward_pre_hook(lambda *_: calls.append(1))
-    result = train.train_one_epoch(model, _one_batch_loader(), optimizer, nn.CrossEntropyLoss(), CPU, schedule,
-                                   None, progress=False, on_step=on_step, scaler=scaler)  # fmt: skip
+    totals = train.EpochTotals()
+    batches = train.ResumableBatches(_one_batch_loader(), totals, on_step=on_step)
+    options = train.StepOptions(CPU, scaler=scaler)
+    result = train.train_one_epoch(model, batches, optimizer, nn.CrossEntropyLoss(), schedule, options, totals)
     (first, first_scale, first_epoch), (second, second_scale, second_epoch) = snapshots
     for name, value in before.items():  # the infinite step changed nothing...
         torch.testing.assert_close(first[name], value, rtol=0, atol=0)
@@ -101,8 +103,8 @@ def test_scaled_step_equals_the_plain_step(grad_clip):
         seed_everything(0)
         model = Tiny()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        train.train_one_epoch(model, _one_batch_loader(3), optimizer, nn.CrossEntropyLoss(), CPU, None, None,
-                              progress=False, grad_clip=grad_clip, scaler=scaler)  # fmt: skip
+        options = train.StepOptions(CPU, None, grad_clip=grad_clip, scaler=scaler)
+        train.train_one_epoch(model, _one_batch_loader(3), optimizer, nn.CrossEntropyLoss(), options=options)
         return model.state_dict()
 
     scaled, plain = run(torch.amp.GradScaler("cpu", init_scale=1024.0)), run(None)
@@ -122,8 +124,8 @@ def test_without_fp16_the_step_is_unchanged(amp_dtype):
 
     model, optimizer = model_and_optimizer()
     seed_loader(train_loader, 1)
-    train.train_one_epoch(model, train_loader, optimizer, nn.CrossEntropyLoss(), CPU, None, amp_dtype,
-                          progress=False, grad_clip=0.5)  # fmt: skip
+    options = train.StepOptions(CPU, amp_dtype, grad_clip=0.5)
+    train.train_one_epoch(model, train_loader, optimizer, nn.CrossEntropyLoss(), options=options)
     reference, reference_optimizer = model_and_optimizer()
     seed_loader(train_loader, 1)
     reference.train()
@@ -156,9 +158,18 @@ def test_fp16_resume_restores_the_scaler_exactly(tmp_path):
             train_loader = _StopAfter(train_loader, stop_after)
         optimizer = make_optimizer("sgd", model.parameters(), 0.01)
         schedule = one_cycle(optimizer, 0.001, 2, 6)
-        result = train.fit(model, train_loader, test_loader, optimizer, schedule, 2, CPU, loss_fn=_ScaledLoss(),
-                           seed=5, checkpoint_dir=folder, config={"epochs": 2}, amp_dtype=torch.float16,
-                           progress=False, checkpoint_minutes=0, log=lambda *_: None)  # fmt: skip
+        options = train.FitOptions(
+            device=CPU,
+            loss_fn=_ScaledLoss(),
+            seed=5,
+            checkpoint_dir=folder,
+            config={"epochs": 2},
+            amp_dtype=torch.float16,
+            progress=False,
+            checkpoint_minutes=0,
+            log=lambda *_: None,
+        )
+        result = train.fit(model, train_loader, test_loader, optimizer, schedule, 2, options)
         return model, result
 
     straight, straight_result = run(tmp_path / "straight")
@@ -181,8 +192,10 @@ def test_a_bf16_checkpoint_has_no_scaler_state(tmp_path):
     seed_everything(0)
     model, (train_loader, test_loader) = Tiny(), _loaders(n=16)
     optimizer = make_optimizer("sgd", model.parameters(), 0.01)
-    train.fit(model, train_loader, test_loader, optimizer, None, 1, CPU, checkpoint_dir=tmp_path,
-              amp_dtype=torch.bfloat16, progress=False, log=lambda *_: None)  # fmt: skip
+    options = train.FitOptions(
+        device=CPU, checkpoint_dir=tmp_path, amp_dtype=torch.bfloat16, progress=False, log=lambda *_: None
+    )
+    train.fit(model, train_loader, test_loader, optimizer, None, 1, options)
     assert torch.load(tmp_path / train.CHECKPOINT_NAME, weights_only=False)["scaler"] == {}
 
 

@@ -359,7 +359,7 @@ def test_gpu_sweep_options_reproduce_the_runs():
     from cifar import s10
 
     table = "What each trick contributes: full-data runs on a GPU"
-    assert f"`python -m cifar.train {SWEEP_RECIPE} OPTIONS --data-dir ../shared/data/cifar10`" in README.read_text()
+    assert f"`python -m cifar.s10 {SWEEP_RECIPE} OPTIONS --data-dir ../shared/data/cifar10`" in README.read_text()
     checked = 0
     for row in table_rows(table):
         spans = re.findall(r"`([^`]*)`", row[-1])

@@ -110,7 +110,8 @@ def test_offline_pretrained_gives_a_notice_and_random_weights(monkeypatch, capsy
     assert isinstance(model, torchvision.models.ResNet)
     assert status.startswith("Pretrained weights not loaded") and "random initialisation" in status
     assert "\n" not in status
-    assert capsys.readouterr().out == ""
+    out = capsys.readouterr().out  # the one offline behaviour of ResNet-50 and ResNet-34: a one-line notice
+    assert out.startswith("Notice: ImageNet weights IMAGENET1K_V2 could not be loaded") and out.count("\n") == 1
     assert load_torchvision_resnet50(pretrained=False)[1].startswith("Random initialisation")
 
 

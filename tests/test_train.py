@@ -42,10 +42,15 @@ def _run(epochs, folder, stop_after=None):
     train_loader, test_loader = _loaders()
     optimizer = make_optimizer("sgd", model.parameters(), 0.01)
     schedule = one_cycle(optimizer, 0.1, epochs, len(train_loader))
-    result = train.fit(
-        model, train_loader, test_loader, optimizer, schedule, stop_after or epochs, torch.device("cpu"),
-        seed=5, checkpoint_dir=folder, config={"epochs": epochs}, progress=False, log=lambda *_: None,
-    )  # fmt: skip
+    options = train.FitOptions(
+        device=torch.device("cpu"),
+        seed=5,
+        checkpoint_dir=folder,
+        config={"epochs": epochs},
+        progress=False,
+        log=lambda *_: None,
+    )
+    result = train.fit(model, train_loader, test_loader, optimizer, schedule, stop_after or epochs, options)
     return model, result
 
 
@@ -90,9 +95,16 @@ def test_resume_within_an_epoch_continues_exactly(tmp_path):
             train_loader = _StopAfter(train_loader, stop_after)
         optimizer = make_optimizer("sgd", model.parameters(), 0.01)
         schedule = one_cycle(optimizer, 0.1, 2, 6)
-        result = train.fit(model, train_loader, test_loader, optimizer, schedule, 2, torch.device("cpu"), seed=5,
-                           checkpoint_dir=folder, config={"epochs": 2}, progress=False, checkpoint_minutes=0,
-                           log=logs.append)  # fmt: skip
+        options = train.FitOptions(
+            device=torch.device("cpu"),
+            seed=5,
+            checkpoint_dir=folder,
+            config={"epochs": 2},
+            progress=False,
+            checkpoint_minutes=0,
+            log=logs.append,
+        )
+        result = train.fit(model, train_loader, test_loader, optimizer, schedule, 2, options)
         return model, result
 
     logs = []
@@ -171,8 +183,10 @@ def test_eval_every_tests_every_nth_epoch_and_the_last():
         seed_everything(0)
         model, (train_loader, test_loader) = Tiny(), _loaders()
         optimizer = make_optimizer("sgd", model.parameters(), 0.01)
-        return train.fit(model, train_loader, test_loader, optimizer, None, 5, torch.device("cpu"), seed=5,
-                         progress=False, eval_every=eval_every, log=lambda *_: None)  # fmt: skip
+        options = train.FitOptions(
+            device=torch.device("cpu"), seed=5, progress=False, eval_every=eval_every, log=lambda *_: None
+        )
+        return train.fit(model, train_loader, test_loader, optimizer, None, 5, options)
 
     result, every_epoch = run(2), run(1)
     tested = [row["epoch"] for row in result.history if row["test_acc"] is not None]
@@ -184,7 +198,7 @@ def test_eval_every_tests_every_nth_epoch_and_the_last():
     assert train.first_epoch_reaching(result.history, 0.0) == 2  # an untested epoch reaches nothing
     plot_history(result.history)  # untested epochs are gaps in the plot, not an error
     with pytest.raises(ValueError, match="eval_every"):
-        train.fit(Tiny(), None, None, None, None, 1, torch.device("cpu"), eval_every=0)
+        train.fit(Tiny(), None, None, None, None, 1, train.FitOptions(device=torch.device("cpu"), eval_every=0))
 
 
 def test_one_cycle_peaks_at_epoch_5_of_24():
@@ -203,8 +217,8 @@ def test_grad_clip_limits_gradients():
     model = Tiny()
     train_loader, _ = _loaders(n=16, batch=16)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    train.train_one_epoch(model, train_loader, optimizer, nn.CrossEntropyLoss(), torch.device("cpu"),
-                          progress=False, grad_clip=1e-4)  # fmt: skip
+    options = train.StepOptions(torch.device("cpu"), grad_clip=1e-4)
+    train.train_one_epoch(model, train_loader, optimizer, nn.CrossEntropyLoss(), options=options)
     assert max(p.grad.abs().max().item() for p in model.parameters()) <= 1e-4
 
 
@@ -298,7 +312,7 @@ def test_flip_test_time_augmentation_averages_both_views():
     _, test_loader = _loaders()
     cpu = torch.device("cpu")
     plain, labels = train.predict(model, test_loader, cpu)
-    both, _ = train.predict(model, test_loader, cpu, flip_tta=True)
+    both, _ = train.predict(model, test_loader, cpu, tta="flip")
     inputs = torch.cat([x for x, _ in test_loader]).float() / 255
     with torch.no_grad():
         mirrored = model(inputs.flip(3))
@@ -413,7 +427,8 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
     capsys.readouterr()
     max_lr, figure = s10.s10_max_lr(model, data, config, torch.device("cpu"), tmp_path / "restored")
     assert max_lr == summary["max_lr"] and figure is None and "no range-test plot" in capsys.readouterr().out
-    result = s10.s10_fit(model, data, config, max_lr, torch.device("cpu"), tmp_path / "restored", log=logs.append)
+    options = train.FitOptions(log=logs.append)
+    result = s10.s10_fit(model, data, config, max_lr, torch.device("cpu"), tmp_path / "restored", options)
     assert result.history == original["history"] and result.lrs == original["lrs"]
     assert "restored from w.pt" in logs[0] and "nothing left to train" in logs[0]
     saved, _ = s10.load_s10_weights(tmp_path / "w.pt")
@@ -432,8 +447,10 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
     # it cannot be trained further, it does not overwrite a real run, and it refuses another recipe
     optimizer = make_optimizer("sgd", model.parameters(), 0.01)
     with pytest.raises(ValueError, match="cannot continue training"):
-        train.fit(model, data.train_loader, None, optimizer, None, 3, torch.device("cpu"),
-                  checkpoint_dir=tmp_path / "restored", log=lambda *_: None)  # fmt: skip
+        options = train.FitOptions(
+            device=torch.device("cpu"), checkpoint_dir=tmp_path / "restored", log=lambda *_: None
+        )
+        train.fit(model, data.train_loader, None, optimizer, None, 3, options)
     with pytest.raises(ValueError, match="own checkpoint"):
         s10.restore_run(tmp_path / "w.pt", tmp_path / "run", config)
     with pytest.raises(SystemExit, match="another recipe"):

@@ -17,10 +17,12 @@ from PIL import Image
 from torch import nn
 
 from cifar import fish, transfer
+from cifar import model as cifar_model
 from cifar.dataset import AlbumentationsDataset, DataError, make_loader
 from cifar.fish import FishConfig, compare_seeds, fish_config, probe_seeds, run_seeds, run_transfer, seed_summary
-from cifar.train import predict
+from cifar.train import FitOptions, predict
 from cifar.transfer import (
+    OneCycle,
     extract_features,
     fit_one_cycle,
     freeze_backbone,
@@ -41,6 +43,9 @@ CPU = torch.device("cpu")
 
 def _quiet(*_):
     return None
+
+
+QUIET = FitOptions(device=CPU, progress=False, log=_quiet)
 
 
 class TinyNet(nn.Module):
@@ -90,7 +95,7 @@ def test_offline_weights_give_a_one_line_notice_and_random_weights(monkeypatch):
     def offline(weights, progress=False):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(transfer, "torchvision_state_dict", offline)
+    monkeypatch.setattr(cifar_model, "torchvision_state_dict", offline)
     messages: list[str] = []
     assert resnet34_weights("IMAGENET1K_V1", log=messages.append) == (None, "random")
     assert len(messages) == 1 and "\n" not in messages[0]
@@ -107,7 +112,7 @@ def test_pretrained_weights_are_loaded_and_reported(monkeypatch, tmp_path):
 
     torch.manual_seed(123)
     state = resnet34().state_dict()
-    monkeypatch.setattr(transfer, "torchvision_state_dict", lambda weights, progress=False: state)
+    monkeypatch.setattr(cifar_model, "torchvision_state_dict", lambda weights, progress=False: state)
     loaded, used = resnet34_weights("IMAGENET1K_V1", log=pytest.fail)
     assert used == "IMAGENET1K_V1" and loaded is state
     model = resnet34_classifier(3, loaded)
@@ -142,10 +147,9 @@ def test_fit_one_cycle_records_a_one_cycle_lr_per_batch_and_clips(monkeypatch):
     seed_everything(0)
     model = TinyNet()
     train_loader, val_loader = _random_loaders()  # 40 images, batch 8: 5 steps per epoch
-    result = fit_one_cycle(
-        4, 0.01, model, train_loader, val_loader, weight_decay=1e-4, grad_clip=0.1, opt_func=torch.optim.Adam,
-        device=CPU, progress=False, log=_quiet,
-    )  # fmt: skip
+    cycle = OneCycle(torch.optim.Adam, weight_decay=1e-4)
+    options = FitOptions(device=CPU, grad_clip=0.1, progress=False, log=_quiet)
+    result = fit_one_cycle(4, 0.01, model, train_loader, val_loader, cycle, options)
     lrs = np.asarray(result.lrs)
     assert len(lrs) == 20 and len(result.history) == 4 and clips == [0.1] * 20
     peak = int(np.argmax(lrs))
@@ -163,14 +167,12 @@ def test_fit_one_cycle_with_discriminative_lrs_and_a_frozen_backbone(monkeypatch
     seed_everything(0)
     model = TinyNet()
     train_loader, val_loader = _random_loaders()
-    fit_one_cycle(
-        1, 0.02, model, train_loader, val_loader, backbone_lr_factor=0.1, device=CPU, progress=False, log=_quiet
-    )
+    fit_one_cycle(1, 0.02, model, train_loader, val_loader, OneCycle(backbone_lr_factor=0.1), QUIET)
     assert [group["max_lr"] for group in seen[0].param_groups] == pytest.approx([0.02, 0.002])
     frozen_conv = copy.deepcopy(model.conv.state_dict())
     head = model.fc.weight.detach().clone()
     freeze_backbone(model)
-    fit_one_cycle(1, 0.02, model, train_loader, val_loader, opt_func="sgd", device=CPU, progress=False, log=_quiet)
+    fit_one_cycle(1, 0.02, model, train_loader, val_loader, OneCycle("sgd"), QUIET)
     assert len(seen[1].param_groups) == 1 and len(seen[1].param_groups[0]["params"]) == 2
     assert all(torch.equal(a, b) for a, b in zip(model.conv.state_dict().values(), frozen_conv.values()))
     assert not torch.equal(model.fc.weight, head)
@@ -213,7 +215,9 @@ def test_run_transfer_two_stages_saves_and_resumes(tmp_path):
     root = _fish_tree(tmp_path / "fish")
     config = _tiny_config(stages="two")
     messages: list[str] = []
-    result = run_transfer(root, config, out=tmp_path / "run", device=CPU, progress=False, log=messages.append)
+    result = run_transfer(
+        root, config, out=tmp_path / "run", options=FitOptions(device=CPU, progress=False, log=messages.append)
+    )
     assert result.classes == ["bream", "chub", "perch"] and result.weights == "random"
     assert result.stages == ["head", "fine-tune"] and [row["stage"] for row in result.history] == result.stages
     assert [row["epoch"] for row in result.history] == [1, 2] and len(result.lrs) == 4
@@ -224,7 +228,9 @@ def test_run_transfer_two_stages_saves_and_resumes(tmp_path):
     assert info["classes"] == result.classes and info["weights"] == "random" and info["image_size"] == [32, 48]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["test_accuracy"] == round(result.test_accuracy, 2) and len(summary["confusion"]) == 3
-    again = run_transfer(root, config, out=tmp_path / "run", device=CPU, progress=False, log=messages.append)
+    again = run_transfer(
+        root, config, out=tmp_path / "run", options=FitOptions(device=CPU, progress=False, log=messages.append)
+    )
     assert sum("Resumed" in m for m in messages) == 2  # both stages came back from their checkpoints
     assert again.test_accuracy == pytest.approx(result.test_accuracy) and again.lrs == result.lrs
 
@@ -232,9 +238,9 @@ def test_run_transfer_two_stages_saves_and_resumes(tmp_path):
 def test_random_weights_train_all_layers_and_leaky_split_shares_fish(tmp_path):
     root = _fish_tree(tmp_path / "fish")
     config = _tiny_config(max_steps_per_epoch=1)
-    fair = run_transfer(root, config, device=CPU, progress=False, log=_quiet)
+    fair = run_transfer(root, config, options=QUIET)
     assert fair.stages == ["all layers"] and len(fair.history) == 2  # head + fine-tune epochs, one stage
-    leaky = run_transfer(root, replace(config, split="frames"), device=CPU, progress=False, log=_quiet)
+    leaky = run_transfer(root, replace(config, split="frames"), options=QUIET)
     assert leaky.split == "frames" and leaky.leak > 0.5
 
 
@@ -244,7 +250,7 @@ def test_cli_fast_run_writes_the_run_folder(tmp_path):
     summary = fish.main(["--data-dir", str(root), "--out", str(out), "--fast", "--weights", "none",
                          "--image-size", "32", "48"])  # fmt: skip
     assert summary["weights"] == "random" and summary["split"] == "video" and summary["image_size"] == [32, 48]
-    assert summary["command"].startswith("python -m cifar.transfer --data-dir ")
+    assert summary["command"].startswith("python -m cifar.fish --data-dir ")
     assert summary["config"] == {**asdict(fish_config("random", fast=True)), "image_size": [32, 48]}
     for name in ("classifier.pt", "classifier.json", "history.csv", "curves.png", "lr_trace.png", "confusion.png"):
         assert (out / name).is_file(), name
@@ -258,7 +264,7 @@ def test_missing_data_is_explained(monkeypatch, tmp_path):
         port = probe.getsockname()[1]
     monkeypatch.setenv("CIFAR_DOWNLOAD_MIRROR", f"http://127.0.0.1:{port}/")
     with pytest.raises(DataError, match=f"Cannot download http://127.0.0.1:{port}/kratzert/.*CIFAR_DATA_DIR"):
-        run_transfer(None, _tiny_config(), device=CPU, progress=False, log=_quiet)
+        run_transfer(None, _tiny_config(), options=QUIET)
 
 
 def test_fast_mode_on_the_real_fish_set():
@@ -266,7 +272,7 @@ def test_fast_mode_on_the_real_fish_set():
     if root is None or not root.is_dir():
         pytest.skip("offline fish set absent: set CIFAR_DATA_DIR to a folder holding fish_egu2017/")
     config = replace(fish_config(fast=True), weights=None)
-    result = run_transfer(root, config, device=CPU, progress=False, log=_quiet)
+    result = run_transfer(root, config, options=QUIET)
     assert len(result.classes) == 7 and result.train_images == 56 and result.test_images == 28
     assert result.leak == 0.0 and result.seconds < 60
 
@@ -275,11 +281,11 @@ def test_run_seeds_gives_one_row_per_seed_and_the_summary_and_comparison_read_it
     root = _fish_tree(tmp_path / "fish", fish=6)
     config = _tiny_config(max_steps_per_epoch=1, head_epochs=1, fine_tune_epochs=1, stages="two")
     lines: list[str] = []
-    table = run_seeds(config, (0, 1, 2), root, name="tiny", device=CPU, log=lines.append)
+    table = run_seeds(config, (0, 1, 2), root, name="tiny", options=FitOptions(device=CPU, log=lines.append))
     assert len(lines) == 3 and lines[0].startswith("tiny, seed 0: final ")
     assert table["seed"].tolist() == [0, 1, 2] and set(table["config"]) == {"tiny"}
     assert table["split"].eq("video").all() and table["video leak %"].eq(0.0).all() and table["epochs"].eq(2).all()
-    again = run_transfer(root, replace(config, seed=1), device=CPU, progress=False, log=_quiet)
+    again = run_transfer(root, replace(config, seed=1), options=QUIET)
     row = table.set_index("seed").loc[1]
     assert row["final acc %"] == round(again.test_accuracy, 2) and row["start"] == "random"
     assert row["head acc %"] == round(again.history[0]["test_acc"], 2)
@@ -352,15 +358,15 @@ def test_s10_recipe_runs_from_cifar10_and_from_random_weights_with_the_same_stag
     root = _fish_tree(tmp_path / "fish")
     s10 = replace(fish_config("s10", fast=True), weights=str(S10_FILE), image_size=(32, 48), batch_size=8)
     assert s10.arch == "s10" and s10.stages == "two" and s10.backbone_lr_factor is None
-    pretrained = run_transfer(root, s10, out=tmp_path / "run", device=CPU, progress=False, log=_quiet)
-    scratch = run_transfer(root, replace(s10, weights=None), device=CPU, progress=False, log=_quiet)
+    pretrained = run_transfer(root, s10, out=tmp_path / "run", options=QUIET)
+    scratch = run_transfer(root, replace(s10, weights=None), options=QUIET)
     assert pretrained.start == "CIFAR-10" and pretrained.weights == str(S10_FILE) and scratch.start == "random"
     assert pretrained.stages == scratch.stages == ["head", "fine-tune"]
     assert pretrained.train_images == scratch.train_images and pretrained.model.fc.out_features == 3
     model, info = load_classifier(tmp_path / "run" / "classifier.pt")  # saved and rebuilt as an s10 classifier
     assert info["architecture"] == "s10" and info["mean"] == list(transfer.S10_MEAN) and model.fc.out_features == 3
     with pytest.raises(FileNotFoundError):  # no silent fallback to random weights
-        run_transfer(root, replace(s10, weights=str(tmp_path / "absent.pt")), device=CPU, progress=False, log=_quiet)
+        run_transfer(root, replace(s10, weights=str(tmp_path / "absent.pt")), options=QUIET)
 
 
 def test_linear_probe_separates_what_is_separable_at_any_scale():
@@ -409,7 +415,10 @@ def test_the_recipe_follows_the_weights_the_backbone_got(tmp_path, monkeypatch):
     random_start = _tiny_config(head_epochs=1, fine_tune_epochs=0, max_steps_per_epoch=1, batch_size=4)
 
     monkeypatch.setattr(fish, "resnet34_weights", lambda weights, log: (None, "random"))  # offline
-    quick = {"device": CPU, "progress": False, "log": _quiet, "random_config": random_start, "amp_dtype": None}
+    quick = {
+        "options": FitOptions(device=CPU, amp_dtype=None, progress=False, log=_quiet),
+        "random_config": random_start,
+    }
     offline = run_transfer(root, pretrained, **quick)
     assert offline.config is random_start and offline.stages == ["all layers"] and len(offline.history) == 1
 

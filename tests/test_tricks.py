@@ -163,9 +163,17 @@ def _tiny_run(folder, average_every, stop_after=None, epochs=2):
     optimizer = make_optimizer("sgd", model.parameters(), 0.01)
     schedule = one_cycle(optimizer, 0.1, epochs, 6)
     average = train.WeightAverage(model, epochs * 6, every=average_every, decay=0.9) if average_every else None
-    result = train.fit(model, train_loader, test_loader, optimizer, schedule, epochs, torch.device("cpu"), seed=5,
-                       checkpoint_dir=folder, config={"epochs": epochs}, progress=False, checkpoint_minutes=0,
-                       log=lambda *_: None, average=average)  # fmt: skip
+    options = train.FitOptions(
+        device=torch.device("cpu"),
+        seed=5,
+        checkpoint_dir=folder,
+        config={"epochs": epochs},
+        progress=False,
+        checkpoint_minutes=0,
+        log=lambda *_: None,
+        average=average,
+    )
+    result = train.fit(model, train_loader, test_loader, optimizer, schedule, epochs, options)
     return model, average, result
 
 
@@ -195,8 +203,8 @@ def test_alternating_flip_shows_each_image_both_ways(monkeypatch):
 
     monkeypatch.setattr(dataset, "augment_batch", record)
     images = np.zeros((20, 8, 8, 3), dtype=np.uint8)
-    batches = dataset.TensorBatches(images, np.arange(20), 5, (0.5,) * 3, (0.25,) * 3, train=True, seed=1,
-                                    alternating_flip=True)  # fmt: skip
+    augment = dataset.BatchAugment(seed=1, alternating_flip=True)
+    batches = dataset.TensorBatches(images, np.arange(20), 5, (0.5,) * 3, (0.25,) * 3, train=True, augment=augment)
     by_image = []
     for epoch in range(3):
         batches.set_epoch(epoch)
@@ -284,7 +292,8 @@ def test_tensor_loader_translate_and_cutout_options():
     mean, std = (0.5,) * 3, (0.25,) * 3
 
     def batch(**options) -> torch.Tensor:
-        loader = dataset.TensorBatches(images, np.arange(64), 64, mean, std, train=True, seed=2, **options)
+        augment = dataset.BatchAugment(seed=2, **options)
+        loader = dataset.TensorBatches(images, np.arange(64), 64, mean, std, train=True, augment=augment)
         inputs, labels = next(iter(loader))
         return inputs[torch.argsort(labels)]
 

@@ -49,7 +49,8 @@ def test_weights_are_there():
 
 
 def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
-    """`python -m cifar.train` with its defaults is the recipe that trained the committed lesson weights."""
+    """`python -m cifar.s10` with its defaults (recorded by its earlier name, `python -m cifar.train`) is the
+    recipe that trained the committed lesson weights."""
     folder = restore_run(WEIGHTS / "s10_custom_resnet.pt", tmp_path, S10Config())  # raises on any difference
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["command"] == "python -m cifar.train --data-dir ../shared/data/cifar10"
@@ -58,8 +59,8 @@ def test_lesson_weights_come_from_the_lesson_recipe(tmp_path: Path):
 
 
 def test_fast_weights_come_from_the_short_recipe(tmp_path: Path):
-    """`python -m cifar.train --recipe fast` (the short recipe's earlier name) as it is now trained the committed
-    weights/s10_fast_recipe.pt."""
+    """`python -m cifar.s10 --recipe fast` (the short recipe's earlier name; recorded as `python -m cifar.train`)
+    as it is now trained the committed weights/s10_fast_recipe.pt."""
     config = s10_short_recipe()
     folder = restore_run(WEIGHTS / "s10_fast_recipe.pt", tmp_path, config)  # raises on any difference
     summary = json.loads((folder / "summary.json").read_text())
@@ -69,8 +70,9 @@ def test_fast_weights_come_from_the_short_recipe(tmp_path: Path):
 
 
 def test_tricks_weights_come_from_the_tricks_recipe(tmp_path: Path):
-    """`python -m cifar.train --recipe tricks --seed 2` as the recipe is now trained the committed
-    weights/s10_tricks_recipe.pt (run with the options that then became the recipe): 90% within 6 epochs."""
+    """`python -m cifar.s10 --recipe tricks --seed 2` (recorded as `python -m cifar.train`) as the recipe is now
+    trained the committed weights/s10_tricks_recipe.pt (run with the options that then became the recipe): 90%
+    within 6 epochs."""
     config = replace(s10_tricks_recipe(), seed=2)
     folder = restore_run(WEIGHTS / "s10_tricks_recipe.pt", tmp_path, config)  # raises on any difference
     summary = json.loads((folder / "summary.json").read_text())
@@ -152,7 +154,7 @@ def test_weights_record_their_provenance(path: Path):
 def test_weights_reach_their_recorded_accuracy(path: Path, cifar10_root: Path, capsys):
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["train_data_sha256"] == file_sha256(cifar10_root / "cifar10_train.zip"), "trained on other data"
-    # the command a reviewer runs: python -m cifar.train --evaluate weights/<name>.pt
+    # the command a reviewer runs: python -m cifar.s10 --evaluate weights/<name>.pt
     result = main(["--evaluate", str(path), "--data-dir", str(cifar10_root)])
     assert f"test accuracy {result['accuracy']:.2f}% on 10,000 images" in capsys.readouterr().out
     assert result["images"] == 10_000

@@ -263,6 +263,7 @@ def plot_gradient_norms(norms: dict[str, list[tuple[str, float]]]):
     ax.legend()
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's result
     return fig
 
 
@@ -303,6 +304,7 @@ def plot_degradation(records: dict[str, dict]):
     axes[0].set_ylabel("error (%)")
     axes[0].set_ylim(bottom=0)
     fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's result
     return fig
 
 

@@ -14,8 +14,8 @@ What counts as "appears":
 * a value that ``record_facts`` computes from a record, each conversion named there (minutes from
   seconds, medians of the epochs' seconds), or a notebook output scaled by a stated factor.
 
-Not counted as quoted numbers: code spans (commands, file names), link targets (``](docs/x.md)``), numbers inside names (S10, bf16,
-ResNet-50, CIFAR-10), and thresholds written after ``>=`` (``>= 90%``, ``IoU >= 0.5``).
+Not counted as quoted numbers: code spans (commands, file names), link targets (``](docs/x.md)``),
+numbers inside names (S10, bf16, ResNet-50, CIFAR-10), and thresholds written after ``>=`` (``>= 90%``, ``IoU >= 0.5``).
 Notebook output lines of tqdm progress bars and per-epoch training logs are skipped: the rows quote
 a run's results, and hundreds of per-epoch numbers would match almost any value by chance (the
 README's per-epoch accuracies of the S10 runs are checked against the records' histories).

@@ -149,15 +149,19 @@ def http_status(url: str) -> int:
 def test_site_in_a_browser(browser, site, tmp_path):
     failures: list[str] = []
     pages: dict[str, dict] = {}
+    missing: set[str] = set()
     todo = [site]
     while todo:  # every page reachable from the home page
         url = todo.pop()
-        if url in pages:
+        if url in pages or url in missing:
+            continue
+        if http_status(url) != 200:
+            missing.add(url)  # reported below with the links to it
             continue
         pages[url] = open_page(browser, url)
         for link in pages[url]["links"]:
             target = urldefrag(link).url
-            if target.startswith(site) and target.endswith("/") and target not in pages:
+            if target.startswith(site) and target.endswith("/") and target not in pages and target not in missing:
                 todo.append(target)
 
     # every lesson notebook: its page, title, code cells and figures
@@ -211,5 +215,5 @@ def test_site_in_a_browser(browser, site, tmp_path):
         assert (shots / f"{name}.png").stat().st_size > 0
     print(f"site: {len(pages)} pages checked; screenshots in {shots}")
 
-    assert len(pages) >= len(lesson_notebooks()) + 5  # home, the lessons, the four docs pages
     assert not failures, "the course site in a browser:\n" + "\n".join(failures)
+    assert len(pages) >= len(lesson_notebooks()) + 5  # home, the lessons, the four docs pages

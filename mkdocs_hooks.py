@@ -15,9 +15,12 @@ import importlib.util
 import posixpath
 import re
 from pathlib import Path
+from types import ModuleType
 
+from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
 
 ROOT = Path(__file__).resolve().parent
 FOLDERS = ("notebooks", "images", "solutions")  # folders served under their own name (solutions: issue 29)
@@ -25,7 +28,7 @@ SITE_SUFFIXES = {".md", ".ipynb", ".png", ".jpg", ".svg"}
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 
 
-def _colab():
+def _colab() -> ModuleType:
     """``cifar/colab.py`` loaded alone (standard library only), without importing the package and torch."""
     spec = importlib.util.spec_from_file_location("course_colab", ROOT / "cifar" / "colab.py")
     module = importlib.util.module_from_spec(spec)
@@ -49,7 +52,7 @@ def site_path(repo_path: str) -> str | None:
 
 
 @event_priority(100)  # before mkdocs-jupyter's on_files, which turns the notebooks among them into pages
-def on_files(files: Files, config) -> Files:
+def on_files(files: Files, config: MkDocsConfig) -> Files:
     """Add the README as ``index.md`` and every file of :data:`FOLDERS` that exists."""
     files.append(File.generated(config, "index.md", abs_src_path=str(ROOT / "README.md")))
     for folder in FOLDERS:
@@ -61,11 +64,9 @@ def on_files(files: Files, config) -> Files:
 
 
 def repo_source(src_uri: str) -> str:
-    """The repository path of a page's source file."""
-    return "README.md" if src_uri == "index.md" else site_path_inverse(src_uri)
-
-
-def site_path_inverse(src_uri: str) -> str:
+    """The repository path of a page's source file (the inverse of :func:`site_path`)."""
+    if src_uri == "index.md":
+        return "README.md"
     return src_uri if src_uri.split("/", 1)[0] in FOLDERS else f"docs/{src_uri}"
 
 
@@ -82,7 +83,7 @@ def rewrite_link(target: str, page_repo_path: str, page_src_uri: str) -> str:
     return relative + (f"#{anchor}" if anchor else "")
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:
+def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     """Rewrite the links of a Markdown page (the README or a docs page) for the site."""
     src_uri = page.file.src_uri
     repo_path = repo_source(src_uri)
@@ -97,7 +98,7 @@ def _toc_items(items) -> list:
     return [entry for item in items for entry in (item, *_toc_items(item.children))]
 
 
-def fix_notebook_toc(html: str, page) -> None:
+def fix_notebook_toc(html: str, page: Page) -> None:
     """Make a notebook page's table of contents use the headings' ids and text as rendered.
 
     mkdocs-jupyter builds the table of contents from the Markdown source, where a heading with a code
@@ -112,7 +113,7 @@ def fix_notebook_toc(html: str, page) -> None:
         item.id, item.title = anchor, text
 
 
-def on_page_content(html: str, page, config, files) -> str:
+def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     """Put the "Open in Colab" badge of a lesson notebook at the top of its page; fix its contents' links."""
     src_uri = page.file.src_uri
     if not src_uri.endswith(".ipynb"):

@@ -811,7 +811,7 @@ def s10_tricks_recipe() -> S10Config:
     (and 1/64 the weight decay), alternating flips, a weight EMA every 10 steps (decay 0.9) that the
     weights are reset to (lookahead), multi-crop test-time augmentation; batch 256 at peak LR 0.5
     and airbench's light augmentation for short runs (shifts of at most 2 pixels, no cut-out); tested
-    after epochs 5 and 6. The README's "Time to accuracy" has its runs and the ablation that chose it.
+    after epochs 5 and 6. docs/experiments.md ("Time to accuracy") has its runs and the ablation that chose it.
     Ghost batch norm (``ghost_batch``) is left out: it did not help, and its reshapes slow a CPU step.
     """
     tricks = Tricks(

@@ -1,6 +1,6 @@
 """Notebook 03's prose quotes its own outputs (issue 18, "Keep it true").
 
-Every number in a markdown cell of notebook 03, and in the README's section on the S10 lesson's run,
+Every number in a markdown cell of notebook 03, and in ``docs/experiments.md``'s section on the S10 lesson's run,
 must appear in notebook 03's committed outputs (stream text, ``text/plain`` and ``text/markdown``,
 which includes the package source the notebook prints) or in the records of the runs the notebook
 reads (``weights/*.json``). The reading rules are ``tests/test_readme.py``'s (a more precise value
@@ -76,8 +76,8 @@ def test_notebook_03_prose_quotes_its_outputs():
     assert not missing, f"numbers in notebook 03's markdown (cell: numbers) found in no output or record: {missing}"
 
 
-def test_readme_s10_section_quotes_notebook_02():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### The S10 lesson's run", 1)[1].split("\n#", 1)[0]
+def test_experiments_s10_section_quotes_notebook_03():
+    page = (ROOT / "docs" / "experiments.md").read_text()
+    section = page.split("## The S10 lesson's run", 1)[1].split("\n#", 1)[0]
     section = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", section)  # image links (file names)
     assert not _unsourced(section, _sources())

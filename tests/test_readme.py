@@ -1,7 +1,8 @@
-"""The README's numbers are the runs' numbers (issue 18, "Keep it true").
+"""The README's and the docs pages' numbers are the runs' numbers (issue 18, "Keep it true"; issue 30).
 
-Every number in a row of the README's *Results* table, and in each row of its *Time to accuracy*
-table that has a committed run record, must appear in that row's sources: the committed outputs
+Every number in a row of the README's *Results* table, of the *All results* table and the ablation
+table of ``docs/experiments.md``, and of each row of its *Time to accuracy* table that has a
+committed run record, must appear in that row's sources: the committed outputs
 of the notebook that measured it (stream text and ``text/plain``; images are not read) or the run
 record in ``weights/`` that the notebook reads. ``SOURCES`` below says which row comes from where.
 
@@ -13,8 +14,8 @@ What counts as "appears":
 * a value that ``record_facts`` computes from a record, each conversion named there (minutes from
   seconds, medians of the epochs' seconds), or a notebook output scaled by a stated factor.
 
-Not counted as quoted numbers: code spans (commands, file names), numbers inside names (S10, bf16,
-ResNet-50, CIFAR-10), and thresholds written after ``>=`` (``>= 90%``, ``IoU >= 0.5``).
+Not counted as quoted numbers: code spans (commands, file names), link targets (``](docs/x.md)``),
+numbers inside names (S10, bf16, ResNet-50, CIFAR-10), and thresholds written after ``>=`` (``>= 90%``, ``IoU >= 0.5``).
 Notebook output lines of tqdm progress bars and per-epoch training logs are skipped: the rows quote
 a run's results, and hundreds of per-epoch numbers would match almost any value by chance (the
 README's per-epoch accuracies of the S10 runs are checked against the records' histories).
@@ -35,7 +36,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+EXPERIMENTS = ROOT / "docs" / "experiments.md"
 
+NB01 = "notebooks/01_residual_connections.ipynb"
+RESIDUAL = ("plain20", "plain56", "resnet20", "resnet56")  # the residual lesson's runs, weights/records/residual_*.json
 NB02 = "notebooks/02_resnet50_from_scratch.ipynb"
 NB03 = "notebooks/03_s10_custom_resnet.ipynb"
 NB04 = "notebooks/04_fish_transfer_learning.ipynb"
@@ -86,9 +90,18 @@ def load_record(spec: Record) -> dict:
     return next(record for record in map(json.loads, text.splitlines()) if record["name"] == spec.run)
 
 
-# README table -> {start of a row's first cell: its sources, or why the row is not checked}.
+# table (a heading of the page in PAGES) -> {start of a row's first cell: its sources, or why the row is not checked}.
 SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
+    # the README's front page: one row per lesson
     "Results": {
+        "residual connections": [Outputs(NB01)],
+        "ResNet-50 from scratch, box regression": [Outputs(NB02), Outputs(NB02, line="share_iou_50", scale=100)],
+        "S10 custom ResNet": [Outputs(NB03), Record(LESSON_RUN), Record(TRICKS_RECIPE_RUN)],
+        "transfer learning on fish photos": [Outputs(NB04)],
+    },
+    "All results": {
+        "residual connections": [Outputs(NB01)]
+        + [Record(f"weights/records/residual_{name}.json") for name in RESIDUAL],
         "S10 custom ResNet, lesson recipe": [Outputs(NB03), Record(LESSON_RUN)],
         "S10 custom ResNet, the original course's recipe": [Record(ORIGINAL_RUN)],
         "S10 custom ResNet, the short recipe": [Record(SHORT_RUN)],
@@ -146,6 +159,13 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
     },
 }
 
+# the page of each table (the README unless named here)
+PAGES: dict[str, Path] = {
+    "All results": EXPERIMENTS,
+    "Time to accuracy": EXPERIMENTS,
+    "What each trick contributes: full-data runs on a GPU": EXPERIMENTS,
+}
+
 NUMBER = re.compile(
     r"(?<![A-Za-wyz0-9_.])"  # not part of a name (S10, bf16, fish_egu2017, v1.2); x as "times" is fine (224x224)
     r"(?<![A-Za-z]x)(?<![A-Za-z]-)"  # nor after a word's x or hyphen (ResNet-50, CIFAR-10)
@@ -155,6 +175,7 @@ FRACTION = re.compile(r"(?<=x)(\d+)/(\d+)(?![\w.])")  # README only: "logits x1/
 PROGRESS_BAR = re.compile(r"\d+/\d+ \[\d+:\d+")  # tqdm: " 12/26 [00:18<00:21"
 EPOCH_LOG = re.compile(r"^\s*epoch\s+\d+/\d+\s")  # "epoch  3/15  train loss 1.5287 acc 40.39  test loss ..."
 CODE_SPAN = re.compile(r"`[^`]*`")
+LINK_TARGET = re.compile(r"\]\([^)]*\)")  # a Markdown link's target: "[details](docs/experiments.md#x)"
 
 
 def parse_number(match: re.Match) -> Decimal:
@@ -168,7 +189,7 @@ def numbers_in(text: str) -> list[Decimal]:
 
 def quoted_numbers(cell: str) -> list[tuple[str, Decimal]]:
     """The numbers a README cell quotes, as (text as written, value); code spans and thresholds excluded."""
-    cell = CODE_SPAN.sub(" ", cell)
+    cell = LINK_TARGET.sub("] ", CODE_SPAN.sub(" ", cell))
     found = []
     fractions = {m.start(): m for m in FRACTION.finditer(cell)}
     skip_until = -1
@@ -274,8 +295,8 @@ def describe(spec: Outputs | Record) -> str:
 
 
 def table_rows(heading: str) -> list[list[str]]:
-    """The body rows of the first table under a README heading, as lists of cells."""
-    lines = README.read_text().splitlines()
+    """The body rows of the first table under a heading of its page (``PAGES``), as lists of cells."""
+    lines = PAGES.get(heading, README).read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.lstrip("#").strip() == heading and line.startswith("#"))
     section = []
     for line in lines[start + 1 :]:
@@ -359,7 +380,8 @@ def test_gpu_sweep_options_reproduce_the_runs():
     from cifar import s10
 
     table = "What each trick contributes: full-data runs on a GPU"
-    assert f"`python -m cifar.s10 {SWEEP_RECIPE} OPTIONS --data-dir ../shared/data/cifar10`" in README.read_text()
+    page = PAGES[table].read_text()
+    assert f"`python -m cifar.s10 {SWEEP_RECIPE} OPTIONS --data-dir ../shared/data/cifar10`" in page
     checked = 0
     for row in table_rows(table):
         spans = re.findall(r"`([^`]*)`", row[-1])
@@ -384,6 +406,7 @@ def test_number_rules():
         "96.74",
     ]
     assert quoted_numbers("ResNet-50, CIFAR-10, S10, bf16, fp32, AVX2, `--epochs 8` fish_egu2017") == []
+    assert quoted_numbers("[notebook](notebooks/03_s10_custom_resnet.ipynb)") == []
     assert quoted_numbers("6,573,130 parameters, 224x224, logits x1/8, 5e-4") == [
         ("6,573,130", Decimal(6573130)),
         ("224", Decimal(224)),

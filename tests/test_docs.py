@@ -1,0 +1,171 @@
+"""The docs pages' numbers and facts against their sources (issue 30).
+
+``tests/test_readme.py`` checks the tables of the README and of ``docs/experiments.md`` row by row
+against each row's own sources. This module checks the rest of every page:
+
+* the prose (and any table that ``test_readme.SOURCES`` does not check) of ``README.md``,
+  ``docs/experiments.md`` and ``docs/performance.md``: every number must appear in the course's
+  committed results (the notebooks' outputs and every run record in ``weights/``), read by
+  ``test_readme``'s rules, or be listed in ``UNSOURCED`` with the reason it cannot be checked there;
+* ``docs/data.md``: the repositories, commits and file counts are ``cifar/download.py``'s and the
+  manifests', the albumentations release is the installed one's, the other numbers are
+  ``download.py``'s, the lessons' numbers, or the cited year of CIFAR-10's report;
+* ``docs/testing.md``: the Colab versions table is ``constraints/colab.txt``'s, and every number of
+  the page is in that file, ``requirements.txt`` or ``.ci/colab``, or is a measured CI time listed in
+  ``UNSOURCED``.
+
+Every page in ``docs/`` must be named in ``PAGES``, so a new page needs its check.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from test_readme import (
+    NB02,
+    NB03,
+    NB04,
+    SOURCES,
+    Outputs,
+    Record,
+    matches,
+    numbers_in,
+    quoted_numbers,
+    source_numbers,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+SWEEP = "weights/records/s10_tricks_gpu_sweep.jsonl"
+
+# page -> {number as written: why it has no committed source}; checked both ways (a listed number must occur)
+UNSOURCED: dict[str, dict[str, str]] = {
+    "docs/experiments.md": {
+        "89.11": "the short recipe's 8-epoch run: its record (s10_fast8.json) is not committed",
+        "89.83": "the short recipe's 10-epoch run: its record (s10_fast10.json) is not committed",
+        "5.1": "the 8-epoch run's epoch time (record not committed), in an estimate",
+        "87.23": "test-time augmentation none, printed by `--evaluate` (output not committed)",
+        "87.80": "test-time augmentation flip, printed by `--evaluate` (output not committed)",
+        "90.06": "the mean of two committed results, 89.92% and 90.20%",
+        "427": "ResNet-50's receptive field, computed by cifar.rf (RF_Calculation.xlsx)",
+    },
+    "docs/performance.md": {
+        **{
+            number: "`python -m cifar.bench` on the course's CPUs: its output is not committed"
+            for number in ("0.35", "168", "170", "199", "2.47", "2.5", "2.69", "2.7", "2.71", "207", "448", "58")
+        },
+        **{
+            number: "`python -m cifar.bench --equivalence 300`: its output is not committed"
+            for number in ("0.039", "1.143", "2,000", "64.35")
+        },
+        **{
+            number: "`python -m cifar.bench --loader --photos`: its output is not committed"
+            for number in ("1,164", "11,571", "503")
+        },
+        "3.66": "ResNet-34's forward GMAC at 224x224 (torchinfo), an input of the Colab estimate",
+        "790": "the bf16 matrix-product peak of the lent H200, the workplace's measurement",
+        "98": "the size of torchvision's ResNet-50 weight file in MB",
+        **{number: "the Colab estimate's arithmetic (docs/performance.md)" for number in ("4,900", "450", "650")},
+    },
+    "README.md": {},
+    "docs/testing.md": {
+        number: "a time measured for issue 30 on the 2-core CPU (its commit message has the commands)"
+        for number in ("28", "42", "160", "309", "13.1", "93.5", "70.4", "67.4", "48.3")
+    },
+}
+PAGES = {
+    "README.md": "prose against the course's results",
+    "docs/experiments.md": "prose against the course's results (tables: tests/test_readme.py)",
+    "docs/performance.md": "prose and tables against the course's results",
+    "docs/data.md": "test_data_page_matches_the_downloads",
+    "docs/testing.md": "test_testing_page_matches_the_constraints",
+}
+
+
+@cache
+def course_results() -> tuple[Decimal, ...]:
+    """Every number of the course's committed results: notebook outputs and every run record."""
+    specs = [Outputs(NB02), Outputs(NB03), Outputs(NB04), Outputs(NB02, line="share_iou_50", scale=100)]
+    specs += [Record(str(path.relative_to(ROOT))) for path in sorted((ROOT / "weights").rglob("*.json"))]
+    specs += [Record(SWEEP, json.loads(line)["name"]) for line in (ROOT / SWEEP).read_text().splitlines()]
+    return tuple(value for spec in specs for value in source_numbers(spec))
+
+
+def page_text(page: str) -> str:
+    """A page without code blocks, headings, images and the tables that test_readme checks by row."""
+    text = re.sub(r"```.*?```", " ", (ROOT / page).read_text(), flags=re.DOTALL)
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", text)
+    checked = {heading for heading in SOURCES}
+    kept, heading, table_seen = [], None, False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            heading, table_seen = line.lstrip("#").strip(), False
+            continue
+        if line.startswith("|") and heading in checked and not table_seen:
+            continue  # a table checked row by row against its own sources
+        if heading in checked and kept and kept[-1].startswith("|") and not line.startswith("|"):
+            table_seen = True
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def test_every_docs_page_is_checked():
+    pages = {str(path.relative_to(ROOT)) for path in DOCS.glob("*.md")}
+    assert pages == {page for page in PAGES if page.startswith("docs/")}, "add the page to PAGES with its check"
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/experiments.md", "docs/performance.md"])
+def test_page_numbers_appear_in_the_results(page):
+    results = course_results()
+    quoted = quoted_numbers(page_text(page))
+    unsourced = UNSOURCED[page]
+    missing = sorted(
+        {text for text, value in quoted if text not in unsourced and not any(matches(value, s) for s in results)}
+    )
+    assert not missing, f"{page}: numbers in no notebook output or run record, and not in UNSOURCED: {missing}"
+    stale = sorted(set(unsourced) - {text for text, _ in quoted})
+    assert not stale, f"{page}: UNSOURCED lists numbers the page no longer has: {stale}"
+
+
+def test_data_page_matches_the_downloads():
+    from cifar import download
+
+    page = (DOCS / "data.md").read_text()
+    for source in (download.RACCOON, download.FISH_EGU2017):
+        files = len(source.files())
+        assert f"`{source.repository}`" in page and f"`{source.commit}`" in page, source.name
+        assert f"`cifar/manifests/{source.manifest}`: one SHA-256 per file, {files} files" in page, source.name
+    assert f"`{download.KAGGLE_FISH}`" in page
+    assert f"albumentations ({version('albumentations')})" in page
+    allowed = numbers_in((ROOT / "cifar" / "download.py").read_text()) + [Decimal(version("albumentations")[:3])]
+    allowed += [Decimal(len(s.files())) for s in (download.RACCOON, download.FISH_EGU2017)]
+    allowed += [Decimal(path.name[:2]) for path in (ROOT / "notebooks").glob("*.ipynb")]  # lesson numbers
+    text = re.sub(r"`[0-9a-f]{40}`", " ", page)
+    missing = [t for t, v in quoted_numbers(text) if v not in allowed and t not in {version("albumentations"), "2009"}]
+    assert not missing, f"docs/data.md numbers with no source: {missing}"
+
+
+def test_testing_page_matches_the_constraints():
+    page = (DOCS / "testing.md").read_text()
+    constraints = (ROOT / "constraints" / "colab.txt").read_text()
+    pins = dict(re.findall(r"^([a-z]+)==([\d.]+)\.\*$", constraints, flags=re.MULTILINE))
+    assert pins, "constraints/colab.txt holds no pins"
+    rows = {row.split("|")[1].strip(): row for row in page.splitlines() if row.startswith("| ")}
+    for package, minor in pins.items():
+        assert f"| {package} | {minor} | {minor} (newest patch) |" in rows.get(package, ""), package
+    sources = constraints + (ROOT / "requirements.txt").read_text() + (ROOT / ".ci" / "colab").read_text()
+    allowed = numbers_in(sources)
+    text = re.sub(r"\d+\.\d+\.\d+\.\d+", " ", page)  # the address 127.0.0.1
+    unsourced = UNSOURCED["docs/testing.md"]
+    quoted = quoted_numbers(text)
+    missing = [t for t, v in quoted if t not in unsourced and not any(matches(v, s) for s in allowed)]
+    assert not sorted(set(unsourced) - {t for t, _ in quoted}), "UNSOURCED lists numbers docs/testing.md lacks"
+    assert not missing, (
+        f"docs/testing.md numbers in neither constraints/colab.txt, requirements.txt nor .ci/colab: {missing}"
+    )

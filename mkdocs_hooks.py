@@ -113,12 +113,33 @@ def fix_notebook_toc(html: str, page: Page) -> None:
         item.id, item.title = anchor, text
 
 
+HREF = re.compile(r'(<a\s[^>]*?href=")([^"]+)(")')
+
+
+def notebook_link(target: str, page: Page, files: Files) -> str:
+    """A link of a notebook's Markdown cell (relative to the notebook in the repository) as a URL on the site.
+
+    mkdocs rewrites the links of Markdown pages to the pages' URLs; a notebook's HTML comes from
+    mkdocs-jupyter as it is, so a link to ``00_setup_check.ipynb`` would point into the page's own folder.
+    """
+    if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith(("#", "/")):
+        return target
+    path, _, anchor = target.partition("#")
+    repo_path = posixpath.normpath(posixpath.join(posixpath.dirname(repo_source(page.file.src_uri)), path))
+    on_site = site_path(repo_path)
+    file = files.get_file_from_path(on_site) if on_site else None
+    if file is None:
+        return BLOB + repo_path + (f"#{anchor}" if anchor else "")
+    return file.url_relative_to(page.file) + (f"#{anchor}" if anchor else "")
+
+
 def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     """Put the "Open in Colab" badge of a lesson notebook at the top of its page; fix its contents' links."""
     src_uri = page.file.src_uri
     if not src_uri.endswith(".ipynb"):
         return html
     fix_notebook_toc(html, page)
+    html = HREF.sub(lambda m: m.group(1) + notebook_link(m.group(2), page, files) + m.group(3), html)
     if not src_uri.startswith("notebooks/"):
         return html
     badge = COLAB.colab_badge(posixpath.basename(src_uri))

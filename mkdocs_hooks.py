@@ -23,7 +23,7 @@ from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
 ROOT = Path(__file__).resolve().parent
-FOLDERS = ("notebooks", "images", "solutions")  # folders served under their own name (solutions: issue 29)
+FOLDERS = ("notebooks", "images", "solutions")  # folders served under their own name
 SITE_SUFFIXES = {".md", ".ipynb", ".png", ".jpg", ".svg"}
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 
@@ -140,9 +140,10 @@ def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -
         return html
     fix_notebook_toc(html, page)
     html = HREF.sub(lambda m: m.group(1) + notebook_link(m.group(2), page, files) + m.group(3), html)
-    if not src_uri.startswith("notebooks/"):
+    folder = src_uri.split("/", 1)[0]
+    if folder not in ("notebooks", "solutions"):
         return html
-    badge = COLAB.colab_badge(posixpath.basename(src_uri))
+    badge = COLAB.colab_badge(posixpath.basename(src_uri), folder)
     url = re.search(r"\]\((https://colab[^)]+)\)$", badge).group(1)
     img = "https://colab.research.google.com/assets/colab-badge.svg"
     return f'<p class="colab-badge"><a href="{url}"><img src="{img}" alt="Open In Colab"></a></p>\n' + html

@@ -30,10 +30,10 @@ if "google.colab" in sys.modules:
     os.chdir("/content/course/notebooks")"""
 
 
-def colab_badge(notebook: str) -> str:
-    """Markdown for an "Open in Colab" badge of ``notebooks/<notebook>``."""
+def colab_badge(notebook: str, folder: str = "notebooks") -> str:
+    """Markdown for an "Open in Colab" badge of ``<folder>/<notebook>`` (``notebooks`` or ``solutions``)."""
     path = REPO_URL.removeprefix("https://github.com/")
-    url = f"https://colab.research.google.com/github/{path}/blob/{BRANCH}/notebooks/{notebook}"
+    url = f"https://colab.research.google.com/github/{path}/blob/{BRANCH}/{folder}/{notebook}"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 

@@ -485,12 +485,15 @@ def torchvision_state_dict(weights, progress: bool = False) -> dict[str, torch.T
 
 
 def imagenet_notice(name: str, error: Exception, file_name: str) -> str:
-    """The one-line notice of ImageNet weights that could not be loaded: the run goes on from random weights."""
-    reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+    """The one-line notice of ImageNet weights that could not be loaded: the run goes on from random weights.
+
+    No network (the usual case offline) reads ``offline: random weights``; any other failure (a
+    corrupt cache, a hash mismatch) names its error in a few words.
+    """
+    cause = "offline" if isinstance(error, OSError) else " ".join(f"{type(error).__name__}: {error}".split())[:120]
     return (
-        f"Notice: ImageNet weights {name} could not be loaded ({reason}); continuing with RANDOM weights. "
-        f"To use them offline, put {file_name} in torch's hub cache "
-        "($TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints)."
+        f"ImageNet weights {name} not loaded, {cause}: random weights "
+        f"(to use them offline, put {file_name} in $TORCH_HOME/hub/checkpoints)"
     )
 
 
@@ -512,8 +515,11 @@ def imagenet_state_dict(progress: bool = False, log: Callable[[str], object] = p
     from torchvision.models import ResNet50_Weights
 
     weights = ResNet50_Weights.IMAGENET1K_V2
-    state = imagenet_weights(weights, log, progress)
-    return state, f"loaded {weights}" if state is not None else f"{weights} unavailable (offline: random weights)"
+    notices = []
+    state = imagenet_weights(weights, notices.append, progress)
+    for notice in notices:
+        log(notice)
+    return state, f"loaded {weights}" if state is not None else notices[0]
 
 
 def load_imagenet_into(model: nn.Module, progress: bool = False) -> str:
@@ -521,12 +527,12 @@ def load_imagenet_into(model: nn.Module, progress: bool = False) -> str:
 
     Works for torchvision's ``resnet50`` and for :class:`ResNet50` (same parameter names). A
     head of another width (e.g. 4 box outputs) keeps its own initialisation; every other
-    tensor is copied. Offline, the model is left as it was (random initialisation), the one-line
-    notice of :func:`imagenet_weights` is printed and the status says so: nothing is raised.
+    tensor is copied. Offline, the model is left as it was (random initialisation) and the status is
+    the one-line notice of :func:`imagenet_weights`: nothing is raised.
     """
-    state, status = imagenet_state_dict(progress)
+    state, status = imagenet_state_dict(progress, log=lambda _: None)
     if state is None:
-        return f"Pretrained weights not loaded: {status}; keeping the random initialisation."
+        return status
     own = model.state_dict()
     head = [k for k in ("fc.weight", "fc.bias") if k in own and own[k].shape != state[k].shape]
     resized = [k for k in own.keys() & state.keys() if k not in head and own[k].shape != state[k].shape]

@@ -11,7 +11,9 @@ import pytest
 from cifar.colab import REPO_URL, SETUP_CELL, colab_badge, first_code_cell
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+LESSONS = sorted((REPO / "notebooks").glob("*.ipynb"))
+SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))
+NOTEBOOKS = LESSONS + SOLUTIONS
 MACHINE_PATHS = re.compile(r"/work/|/root/|/home/\w+/|/tmp/|site-packages|\.venv/")
 
 
@@ -31,9 +33,11 @@ def _output_text(cell: dict) -> str:
 
 
 def test_there_are_numbered_notebooks():
-    assert NOTEBOOKS, "no notebooks found"
-    for path in NOTEBOOKS:
+    assert LESSONS, "no notebooks found"
+    for path in LESSONS:
         assert re.match(r"\d\d_[a-z0-9_]+\.ipynb$", path.name), path.name
+    for path in SOLUTIONS:
+        assert re.match(r"\d\d_[a-z0-9_]+_solutions\.ipynb$", path.name), path.name
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -59,6 +63,6 @@ def test_no_machine_paths_in_outputs(path):
 
 def test_readme_has_a_colab_badge_per_notebook():
     readme = (REPO / "README.md").read_text()
-    for path in NOTEBOOKS:
+    for path in LESSONS:
         assert colab_badge(path.name) in readme, f"README lacks the Colab badge of {path.name}"
     assert REPO_URL in SETUP_CELL

@@ -33,7 +33,7 @@ from urllib.parse import urldefrag, urljoin
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSON_FOLDERS = ("notebooks",)  # folders whose notebooks are lesson pages (issue 29: add "solutions")
+LESSON_FOLDERS = ("notebooks", "solutions")  # folders whose notebooks are pages of the site
 FIGURE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 SCREENSHOT_LESSON = "03_s10_custom_resnet"
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from test_readme import matches, quoted_numbers
 
 REPO = Path(__file__).resolve().parents[1]
 LESSONS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -106,3 +108,68 @@ def test_every_exercise_has_a_solution_with_code(path):
     title = markdown(solution)[0]
     assert title.startswith(f"# {path.name[:2]} · Solutions"), f"{solution.name}: title {title[:60]!r}"
     assert path.name in title, f"{solution.name}: the title cell does not link its lesson"
+
+
+# Numbers that solutions and lessons 00-01 state without measuring them: cited or defined, with where from.
+CITED = {
+    "00_setup_check.ipynb": {"2.303": "ln 10, computed in the cell below it", "2009": "year", "2019": "year"},
+    "01_residual_connections.ipynb": {
+        "0.27": "the paper's Table 6",
+        "0.85": "the paper's Table 6",
+        "8.75": "the paper's Table 6",
+        "6.97": "the paper's Table 6",
+        "64,000": "the paper's iterations (section 4.2)",
+        "128": "the paper's batch size",
+        "33": "64,000 / 1,955, rounded",
+        "391": "batches per epoch: ceil(50,000 / 128)",
+        "1,955": "5 epochs x 391 batches",
+        "160": "64,000 iterations x 128 / 50,000 images, about",
+        "10,000": "CIFAR-10's test set",
+        "50,000": "CIFAR-10's training set",
+        "34.76": "61.54 - 26.78, the training errors printed above",
+    },
+    "00_setup_check_solutions.ipynb": {
+        "256": "a width of CustomResNet (cifar/model.py, shown by show_source)",
+        "512": "a width of CustomResNet (cifar/model.py, shown by show_source)",
+    },
+    "01_residual_connections_solutions.ipynb": {
+        "1%": "2,752 / 269,722",
+        "64,000": "the paper's iterations (section 4.2)",
+        "164": "64,000 iterations x 128 / 50,000 images",
+        "2,000": "the short CPU version's subset, set in the cell",
+    },
+}
+YEAR = re.compile(r"^(19|20)\d\d$")
+
+
+def output_numbers(path: Path) -> list[Decimal]:
+    values = []
+    for cell in cells(path):
+        for output in cell.get("outputs", []):
+            texts = [output.get("text", "")] + [
+                output.get("data", {}).get(k, "") for k in ("text/plain", "text/markdown")
+            ]
+            for text in texts:
+                text = "".join(text) if isinstance(text, list) else text
+                values += [value for _, value in quoted_numbers(text.replace("_", " "))]
+    return values
+
+
+NUMBERED = [*LESSONS[:2], *sorted((REPO / "solutions").glob("0[01]_*.ipynb"))]
+
+
+@pytest.mark.parametrize("path", NUMBERED, ids=lambda p: p.name)
+def test_prose_quotes_the_outputs(path):
+    """Every number in the prose is in the notebook's outputs (a solution's: or its lesson's), or cited in CITED."""
+    lesson = REPO / "notebooks" / path.name.replace("_solutions", "")
+    sources = output_numbers(path) + (output_numbers(lesson) if lesson != path else [])
+    cited = CITED.get(path.name, {})
+    missing = []
+    for text in markdown(path):
+        text = re.sub(r"\[[^\]]*\]\(http[^)]*\)", " ", text)  # link texts of sources (titles, years)
+        for quoted, value in quoted_numbers(re.sub(r"^#+ .*$", " ", text, flags=re.MULTILINE)):
+            if quoted in cited or quoted.rstrip("%") in cited or YEAR.match(quoted) or value <= 10:
+                continue
+            if not any(matches(value, source) for source in sources):
+                missing.append(quoted)
+    assert not missing, f"{path.name}: numbers in no output and not in CITED: {missing}"

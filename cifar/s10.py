@@ -115,7 +115,7 @@ class S10Config:
 
     The defaults are the lesson's recipe: Nesterov SGD with weight decay 5e-4, label smoothing
     0.2 and logits scaled by 1/8 (David Page's ResNet-9 recipe for this network), the one-cycle
-    peak from the LR range test. :func:`s10_original_recipe` is the original course's Adam recipe.
+    peak from the LR range test. :func:`s10_original_recipe` is the Adam recipe it is compared with.
     """
 
     epochs: int = 24
@@ -598,7 +598,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(RECIPES),
         default="lesson",
         help="lesson: the lesson's recipe (Nesterov SGD, LR from the range test, 24 epochs); "
-        "original: the original course's Adam recipe; short: s10_short_recipe() (11 epochs); "
+        "original: the Adam recipe (one-cycle Adam, peak LR by the min/10 rule); "
+        "short: s10_short_recipe() (11 epochs); "
         "tricks: s10_tricks_recipe() (6 epochs, the fast-training tricks). "
         "The options below override single fields of it",
     )
@@ -883,7 +884,8 @@ def s10_config(fast: bool = False, recipe: str = "lesson") -> S10Config:
 
 
 def s10_original_recipe() -> S10Config:
-    """The original course's recipe: Adam (weight decay 1e-4), range test 1e-7 to 0.1, plain logits."""
+    """The Adam recipe (key ``original``, the one this lesson started from): Adam (weight decay 1e-4), range test
+    1e-7 to 0.1 read by the min/10 rule, plain logits, no label smoothing."""
     return S10Config(
         optimizer="adam",
         weight_decay=1e-4,

@@ -466,6 +466,7 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
     result = s10.s10_fit(model, data, config, max_lr, torch.device("cpu"), tmp_path / "restored", options)
     assert result.history == original["history"] and result.lrs == original["lrs"]
     assert "restored from w.pt" in logs[0] and "nothing left to train" in logs[0]
+    assert str(cifar10_root) not in logs[0] and f"--data-dir <data>/{cifar10_root.name}" in logs[0]  # no machine path
     saved, _ = s10.load_s10_weights(tmp_path / "w.pt")
     for name, value in saved.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)

@@ -44,7 +44,15 @@ from .model import (
     set_batch_norm_momentum,
     use_ghost_batch_norm,
 )
-from .scheduler import find_lr, lr_trace, make_optimizer, one_cycle, range_test_figure, weight_and_bias_groups
+from .scheduler import (
+    LRFinderResult,
+    find_lr,
+    lr_trace,
+    make_optimizer,
+    one_cycle,
+    range_test_figure,
+    weight_and_bias_groups,
+)
 from .train import (
     CHECKPOINT_NAME,
     FitOptions,
@@ -107,7 +115,7 @@ class S10Config:
 
     The defaults are the lesson's recipe: Nesterov SGD with weight decay 5e-4, label smoothing
     0.2 and logits scaled by 1/8 (David Page's ResNet-9 recipe for this network), the one-cycle
-    peak from the LR range test. :func:`s10_original_recipe` is the original course's Adam recipe.
+    peak from the LR range test. :func:`s10_original_recipe` is the Adam recipe it is compared with.
     """
 
     epochs: int = 24
@@ -413,7 +421,9 @@ def evaluate_weights(
     return {"loss": result["loss"], "accuracy": result["score"], "images": len(labels)}
 
 
-def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | None = None) -> Path:
+def restore_run(
+    weights: str | Path, run_dir: str | Path, config: S10Config | None = None, range_test: str | Path | None = None
+) -> Path:
     """Rebuild a finished run folder from saved weights and their record, without training.
 
     ``run_dir`` gets what a finished ``python -m cifar.s10`` leaves there: a checkpoint (the
@@ -423,7 +433,9 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
     checkpoint holds no optimizer state: it cannot be trained further. ``config`` (default: the
     lesson's recipe) must be the recipe the record describes. A range test of that recipe already
     run in ``run_dir`` (on another machine, say) is kept for its plot, its suggestion as
-    ``rerun_max_lr``; the peak LR becomes the recorded one.
+    ``rerun_max_lr``; the peak LR becomes the recorded one. ``range_test``, a record written by
+    :func:`record_range_test` (``weights/records/s10_range_test.json``), gives the plot instead, so
+    that nothing has to run: it replaces any range test of the folder.
     """
     model, record = load_s10_weights(weights)
     config = config or S10Config()
@@ -441,6 +453,8 @@ def restore_run(weights: str | Path, run_dir: str | Path, config: S10Config | No
     # a range test run in this folder before (on this machine, say) is kept for its plot: its suggestion as
     # rerun_max_lr, even where it equals the recorded one (restoring a restored folder again keeps the first)
     rerun = {"rerun_max_lr": summary["max_lr"]} if "max_lr" in summary and "restored_from" not in summary else {}
+    if range_test is not None:
+        rerun = recorded_range_test(range_test, config)
     history = record["history"]
     steps_per_epoch = -(-record["train_images"] // config.batch_size)
     lrs = lr_trace(
@@ -584,7 +598,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(RECIPES),
         default="lesson",
         help="lesson: the lesson's recipe (Nesterov SGD, LR from the range test, 24 epochs); "
-        "original: the original course's Adam recipe; short: s10_short_recipe() (11 epochs); "
+        "original: the Adam recipe (one-cycle Adam, peak LR by the min/10 rule); "
+        "short: s10_short_recipe() (11 epochs); "
         "tricks: s10_tricks_recipe() (6 epochs, the fast-training tricks). "
         "The options below override single fields of it",
     )
@@ -641,6 +656,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(repeatable; for ablations); fields: " + ", ".join(TRICK_NAMES),
     )
     parser.add_argument(
+        "--range-test",
+        metavar="RECORD",
+        default=None,
+        help="no training: run the recipe's LR range test once and write its record (LRs, losses, suggestions, "
+        "command, device, time) to RECORD, e.g. weights/records/s10_range_test.json, which notebook 03 draws",
+    )
+    parser.add_argument(
         "--restore",
         metavar="WEIGHTS",
         default=None,
@@ -673,7 +695,8 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
             finder = summary["finder"]
             title = f"LR range test, {len(finder['lrs'])} steps: peak LR {max_lr:.2e}"
             if rerun is not None:
-                title = f"LR range test re-run here (suggests {rerun:.2e}); the run's peak LR {max_lr:.2e}"
+                where = "recorded" if summary.get("range_test_from", {}).get("record") else "re-run here"
+                title = f"LR range test {where} (suggests {rerun:.2e}); the run's peak LR {max_lr:.2e}"
             figure = range_test_figure(finder["lrs"], finder["losses"], config.finder_iters, max_lr, title)
         elif plot_path.is_file():
             figure, ax = plt.subplots(figsize=(6, 4))
@@ -683,6 +706,18 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
         if "restored_from" in summary:
             if figure is None:
                 plot = "no range-test plot was kept"
+            elif summary.get("range_test_from", {}).get("record"):
+                source = summary["range_test_from"]
+                plot = (
+                    f"the plot is the recorded range test {source['record']} (`{source['command']}`, "
+                    f"{source['seconds'] / 60:.1f} min on {source['device']}), which suggests {rerun:.3e}"
+                )
+            elif "range_test_from" in summary:
+                source = summary["range_test_from"]
+                plot = (
+                    f"the plot is a range test run here ({source['seconds'] / 60:.1f} min on {source['device']}), "
+                    f"which suggests {rerun:.3e}"
+                )
             elif rerun is not None:
                 plot = f"the plot is a range test re-run in this folder, which suggests {rerun:.3e}"
             else:
@@ -693,6 +728,7 @@ def s10_max_lr(model: nn.Module, data: S10Data, config: S10Config, device: torch
             )
         return max_lr, figure
     result = s10_find_lr(model, data, config, device)
+    print(f"LR range test: {len(result.lrs)} steps in {result.seconds / 60:.1f} min")  # its one line of progress
     if plot_path is not None:
         plot_path.parent.mkdir(parents=True, exist_ok=True)
         result.figure.savefig(plot_path, dpi=120, bbox_inches="tight")
@@ -731,6 +767,11 @@ def describe_range_test(run_dir: str | Path, reference_lr: float | None = None) 
         f"min/10 rule: {lowest / 10:.3e}; {reference_lr:g} (Page's peak for this network) is "
         f"{reference_lr / (lowest / 10):.1f} times that",
     ]
+    if steepest > lowest:
+        lines.append(
+            "the steepest descent lies past the lowest loss, where the loss falls again after rising: "
+            "not a point to train at"
+        )
     max_lr = summary.get("max_lr")
     if "rerun_max_lr" in summary and max_lr is not None:
         steps = np.log(max_lr / steepest) / np.log(lrs[1] / lrs[0])
@@ -741,6 +782,87 @@ def describe_range_test(run_dir: str | Path, reference_lr: float | None = None) 
     elif max_lr is not None:
         lines.append(f"the run's peak LR: {max_lr:.3e} (rule {finder['rule']})")
     return "\n".join(lines)
+
+
+def range_test_record(result: LRFinderResult, config: S10Config, device: torch.device, command: str = "") -> dict:
+    """A range test of ``config``'s recipe (:func:`s10_find_lr`) as :func:`record_range_test` writes it: every LR
+    tried and its smoothed loss, the suggestions, the command, the machine, the arithmetic and the time."""
+    return {
+        "what": "the LR range test of the recipe, from its initial weights (s10_find_lr); not the test of a "
+        "training run, whose suggestion is in its weights' record",
+        "command": command,
+        "device": describe_device(device, resolve_amp_dtype(device, "auto")),
+        "seconds": round(result.seconds, 1),
+        "config": asdict(config),
+        "steps": len(result.lrs),
+        "lrs": result.lrs,
+        "losses": result.losses,
+        "steepest_lr": result.steepest_lr,
+        "min_loss_lr": result.min_loss_lr,
+        "rule": result.rule,
+        "suggested_lr": result.suggested_lr,
+    }
+
+
+def record_range_test(
+    config: S10Config, path: str | Path, data_root: str | Path | None = None, argv: list[str] | None = None
+) -> dict:
+    """Run the recipe's LR range test once, from the recipe's initial weights, and write its record to ``path``.
+
+    :func:`restore_run` draws such a record (``weights/records/s10_range_test.json``) in a restored run
+    folder, so that studying the committed run does not cost a range test (tens of minutes on a CPU).
+    """
+    device = get_device()
+    data = s10_data(config, data_root, device=device)
+    result = s10_find_lr(s10_model(config, data), data, config, device)
+    record = range_test_record(result, config, device, cli.command_line("cifar.s10", argv).strip())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+    print(
+        f"{path}: range test of {record['steps']} steps in {result.seconds / 60:.1f} min on {record['device']}; "
+        f"suggests {result.suggested_lr:.3e} ({result.rule})"
+    )
+    return record
+
+
+# the fields of S10Config a range test depends on: a recorded test is drawn only for a recipe that shares them
+RANGE_TEST_FIELDS = (
+    "batch_size",
+    "optimizer",
+    "weight_decay",
+    "label_smoothing",
+    "logit_scale",
+    "seed",
+    "loader",
+    "train_subset",
+    "finder_start_lr",
+    "finder_end_lr",
+    "finder_iters",
+    "finder_rule",
+)
+
+
+def recorded_range_test(source: str | Path | dict, config: S10Config) -> dict:
+    """What :func:`restore_run` keeps of a range test: its numbers (``finder``), its suggestion
+    (``rerun_max_lr``) and where it comes from (``range_test_from``).
+
+    ``source`` is a record file written by :func:`record_range_test`, or a record just made by
+    :func:`range_test_record` (a test run here). It must be a test of ``config``'s recipe.
+    """
+    record = source if isinstance(source, dict) else json.loads(Path(source).read_text())
+    differ = [name for name in RANGE_TEST_FIELDS if record["config"].get(name) != getattr(config, name)]
+    if differ:
+        raise ValueError(f"the range test is one of another recipe (it differs in {', '.join(differ)})")
+    return {
+        "finder": {key: record[key] for key in ("lrs", "losses", "steepest_lr", "min_loss_lr", "rule")},
+        "rerun_max_lr": record["suggested_lr"],
+        "range_test_from": {
+            "record": None if isinstance(source, dict) else Path(source).name,
+            "command": record["command"],
+            "device": record["device"],
+            "seconds": record["seconds"],
+        },
+    }
 
 
 RUN_CHOICES = ("auto", "train", "restore")
@@ -767,7 +889,8 @@ def s10_config(fast: bool = False, recipe: str = "lesson") -> S10Config:
 
 
 def s10_original_recipe() -> S10Config:
-    """The original course's recipe: Adam (weight decay 1e-4), range test 1e-7 to 0.1, plain logits."""
+    """The Adam recipe (key ``original``, the one this lesson started from): Adam (weight decay 1e-4), range test
+    1e-7 to 0.1 read by the min/10 rule, plain logits, no label smoothing."""
     return S10Config(
         optimizer="adam",
         weight_decay=1e-4,
@@ -873,6 +996,8 @@ def main(argv: list[str] | None = None) -> dict:
 def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     if args.evaluate:
         return _evaluate_command(args.evaluate, args.data_dir, PRECISIONS[args.precision], args.tta)
+    if args.range_test:
+        return record_range_test(config_from_args(args), args.range_test, args.data_dir, argv)
     if args.restore:
         folder = restore_run(args.restore, args.out, config_from_args(args))
         print(f"{folder}: finished run restored from {args.restore} (no training)")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -17,7 +21,7 @@ from .utils import autocast_dtype, grad_scaler
 def make_optimizer(
     name: str, params, lr: float, weight_decay: float = 1e-4, momentum: float = 0.9
 ) -> torch.optim.Optimizer:
-    """``adam`` (the original course's choice) or ``sgd`` (Nesterov momentum)."""
+    """``adam`` or ``sgd`` (Nesterov momentum)."""
     name = name.lower()
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -100,6 +104,7 @@ class LRFinderResult:
     suggested_lr: float
     rule: str
     figure: plt.Figure
+    seconds: float = 0.0  # how long the test ran
 
 
 SUGGESTION_RULES = ("min/10", "steepest")
@@ -152,6 +157,23 @@ def range_test_figure(
     return figure
 
 
+@contextlib.contextmanager
+def quiet_lr_finder() -> Iterator[None]:
+    """Silence torch-lr-finder while it runs: its tqdm bar (a hundred fragments in a notebook's saved
+    output) and its prints (an unformatted ``{finder_name}`` hint); :func:`find_lr` reports instead."""
+    with warnings.catch_warnings():  # it imports tqdm.autonotebook, which warns when ipywidgets is absent
+        warnings.simplefilter("ignore")
+        from torch_lr_finder import lr_finder
+
+    bar = lr_finder.tqdm
+    lr_finder.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        lr_finder.tqdm = bar
+
+
 def find_lr(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -169,7 +191,8 @@ def find_lr(
     torch-lr-finder's steepest-descent point, which on a long straight descent can land
     anywhere along it. Both are marked on the figure (:func:`range_test_figure`), whose title
     gives the suggestion. The model and optimizer are restored to their initial state afterwards,
-    so training starts from the weights the test started from.
+    so training starts from the weights the test started from. The library prints nothing
+    (:func:`quiet_lr_finder`); the result says how many steps ran and how long they took.
     """
     with warnings.catch_warnings():  # it imports tqdm.autonotebook, which warns when ipywidgets is absent
         warnings.simplefilter("ignore")
@@ -186,11 +209,14 @@ def find_lr(
             "grad_scaler": grad_scaler(device, amp),
         }
     finder = LRFinder(model, optimizer, criterion, device=device, **kwargs)
-    finder.range_test(train_loader, end_lr=end_lr, num_iter=num_iter, step_mode="exp")
+    start = time.perf_counter()
+    with quiet_lr_finder():
+        finder.range_test(train_loader, end_lr=end_lr, num_iter=num_iter, step_mode="exp")
+    seconds = time.perf_counter() - start
     lrs, losses = list(finder.history["lr"]), list(finder.history["loss"])
     steepest, min_loss_lr = range_test_points(lrs, losses, num_iter)
     suggested = suggest_lr(steepest, min_loss_lr, rule)
     title = f"LR range test, {len(lrs)} steps: peak LR {suggested:.2e} ({rule})"
     figure = range_test_figure(lrs, losses, num_iter, suggested, title)
     finder.reset()
-    return LRFinderResult(lrs, losses, steepest, min_loss_lr, suggested, rule, figure)
+    return LRFinderResult(lrs, losses, steepest, min_loss_lr, suggested, rule, figure, seconds)

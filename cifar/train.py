@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .artifacts import save_atomic, save_history
-from .utils import autocast, derive_seed, get_device, grad_scaler, resolve_amp_dtype, seed_loader
+from .utils import autocast, derive_seed, get_device, grad_scaler, resolve_amp_dtype, seed_loader, shown_command
 
 CHECKPOINT_NAME = "checkpoint.pt"
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -401,7 +401,7 @@ class Checkpoint:
             "partial": state.get("partial"),
         }
         if state.get("restored_from"):
-            trained_by = f"`{state.get('command')}` on {state.get('device')}"
+            trained_by = f"`{shown_command(state.get('command'))}` on {state.get('device')}"
             self.log(
                 f"Finished run restored from {state['restored_from']}: {state['epoch']} of {epochs} epochs "
                 f"trained by {trained_by}; nothing left to train."

@@ -7,6 +7,7 @@ import inspect
 import os
 import platform
 import random
+import re
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,14 @@ PRECISIONS: dict[str, torch.dtype | None | str] = {
 def precision_name(amp_dtype: torch.dtype | None) -> str:
     """How the provenance records name an arithmetic: bf16 / fp16 autocast, or fp32."""
     return {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(amp_dtype, "fp32")
+
+
+def shown_command(command: str | None) -> str | None:
+    """A recorded command as a page shows it: the local data folder of ``--data-dir`` (a path of the machine
+    that ran it, such as ``../shared/data/cifar10``) named by its last part, ``<data>/cifar10``."""
+    if command is None:
+        return None
+    return re.sub(r"--data-dir(=|\s+)(\S+)", lambda m: f"--data-dir{m.group(1)}<data>/{Path(m.group(2)).name}", command)
 
 
 def describe_device(device: torch.device, amp_dtype: torch.dtype | None | str = "auto") -> str:

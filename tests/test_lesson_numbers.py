@@ -17,6 +17,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from test_readme import (
     LESSON_RUN,
     NB03,
@@ -81,3 +82,35 @@ def test_experiments_s10_section_quotes_notebook_03():
     section = page.split("## The S10 lesson's run", 1)[1].split("\n#", 1)[0]
     section = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", section)  # image links (file names)
     assert not _unsourced(section, _sources())
+
+
+RANGE_TEST = "weights/records/s10_range_test.json"
+TIME_LINE = re.compile(r"this notebook ran for ([\d.]+) min \(RUN = 'restore', RANGE_TEST = 'recorded'\)")
+
+
+def _printed(pattern: re.Pattern) -> re.Match:
+    for cell in json.loads((ROOT / NB03).read_text())["cells"]:
+        for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            found = pattern.search("".join(output.get("text", "")))
+            if found:
+                return found
+    raise AssertionError(f"notebook 03 prints no line matching {pattern.pattern!r}")
+
+
+def test_restore_mode_costs_what_the_executed_notebook_printed():
+    """Restore mode's time in the lesson's opening and in docs/performance.md is the committed run's own,
+    which runs no range test: the one drawn took its record's time to make, and both pages say so."""
+    minutes = _printed(TIME_LINE).group(1)
+    record = json.loads((ROOT / RANGE_TEST).read_text())
+    range_minutes = f"{record['seconds'] / 60:.1f}"
+    opening = "".join(json.loads((ROOT / NB03).read_text())["cells"][0]["source"])
+    assert f"took\n{minutes} min" in opening or f"took {minutes} min" in opening, minutes
+    assert f"{range_minutes} min" in opening, range_minutes
+    row = next(line for line in (ROOT / "docs" / "performance.md").read_text().splitlines()
+               if line.startswith('| 03 S10, `RUN = "restore"`'))  # fmt: skip
+    assert row.split("|")[2].strip().startswith(f"{minutes} min"), row
+    assert f"{range_minutes} min to make" in row, row
+    with pytest.raises(AssertionError):
+        _printed(re.compile(r"LR range test: \d+ steps in"))  # the line a range test run here prints: none ran
+    printed = _printed(re.compile(r"the plot is the recorded range test s10_range_test\.json \(.*?, ([\d.]+) min on"))
+    assert printed.group(1) == range_minutes

@@ -237,6 +237,8 @@ def notebook_numbers(spec: Outputs) -> tuple[Decimal, ...]:
 
 def record_facts(record: dict) -> dict[str, float]:
     """The quantities the README computes from a run record, each conversion named."""
+    if "history" not in record:  # a range test's record (weights/records/s10_range_test.json): its time only
+        return {"seconds in minutes": record["seconds"] / 60} if "seconds" in record else {}
     history = record["history"]
     tested = [row for row in history if row["test_acc"] is not None]
     wall_seconds = record.get("wall_seconds", record.get("epoch_seconds"))  # a weights record, or a run summary
@@ -266,8 +268,9 @@ def record_numbers(spec: Record) -> tuple[Decimal, ...]:
 
     def walk(value):
         if isinstance(value, dict):
-            for item in value.values():
-                walk(item)
+            for key, item in value.items():
+                if key not in ("lrs", "losses"):  # a range test's hundred points would match numbers by chance
+                    walk(item)
         elif isinstance(value, list):
             for item in value:
                 walk(item)

@@ -237,6 +237,41 @@ def test_lr_range_test_suggests_and_restores(tmp_path):
         torch.testing.assert_close(value, before[key])
 
 
+def test_lr_range_test_prints_nothing_of_torch_lr_finder(capfd):
+    """torch-lr-finder's tqdm bar (a hundred fragments in a saved notebook) and its unformatted
+    ``{finder_name}`` hint are silenced; the result says how many steps ran and for how long."""
+    import torch_lr_finder.lr_finder as library
+
+    from cifar.scheduler import find_lr
+
+    seed_everything(0)
+    bar = library.tqdm
+    train_loader, _ = _loaders()
+    optimizer = make_optimizer("sgd", Tiny().parameters(), 1e-5)
+    capfd.readouterr()
+    result = find_lr(Tiny(), optimizer, nn.CrossEntropyLoss(), train_loader, torch.device("cpu"), 10.0, 12)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)
+    assert library.tqdm is bar  # the library is left as it was
+    assert len(result.lrs) <= 12 and result.seconds > 0
+
+
+def test_the_range_test_command_writes_a_record_that_a_restore_draws(cifar10_root, tmp_path, capsys):
+    args = ["--data-dir", str(cifar10_root), "--epochs", "2", "--batch-size", "64", "--finder-iters", "10",
+            "--train-subset", "600", "--test-subset", "100"]  # fmt: skip
+    record = s10.main([*args, "--range-test", str(tmp_path / "range_test.json")])
+    assert json.loads((tmp_path / "range_test.json").read_text()) == record
+    assert record["command"].startswith("python -m cifar.s10 ") and "--range-test" in record["command"]
+    assert record["steps"] == len(record["lrs"]) == len(record["losses"]) <= 10 and record["seconds"] > 0
+    assert "range test of" in capsys.readouterr().out.splitlines()[-1]  # one line, no progress bar
+    config = s10.config_from_args(s10.parse_args(args))
+    kept = s10.recorded_range_test(tmp_path / "range_test.json", config)
+    assert kept["rerun_max_lr"] == record["suggested_lr"] and kept["finder"]["lrs"] == record["lrs"]
+    assert kept["range_test_from"]["record"] == "range_test.json"
+    with pytest.raises(ValueError, match="another recipe"):
+        s10.recorded_range_test(tmp_path / "range_test.json", s10.S10Config())
+
+
 def test_range_test_points_are_torch_lr_finders_and_the_title_gives_the_lr_used():
     from cifar.scheduler import range_test_figure, range_test_points, range_test_window, suggest_lr
 
@@ -431,6 +466,7 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
     result = s10.s10_fit(model, data, config, max_lr, torch.device("cpu"), tmp_path / "restored", options)
     assert result.history == original["history"] and result.lrs == original["lrs"]
     assert "restored from w.pt" in logs[0] and "nothing left to train" in logs[0]
+    assert str(cifar10_root) not in logs[0] and f"--data-dir <data>/{cifar10_root.name}" in logs[0]  # no machine path
     saved, _ = s10.load_s10_weights(tmp_path / "w.pt")
     for name, value in saved.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)

@@ -105,6 +105,35 @@ def test_a_range_test_rerun_before_restoring_is_drawn_with_the_runs_peak_lr(tmp_
     assert json.loads((tmp_path / "summary.json").read_text())["rerun_max_lr"] == steepest
 
 
+RANGE_TEST = WEIGHTS / "records" / "s10_range_test.json"
+
+
+def test_the_recorded_range_test_is_drawn_without_running_anything(tmp_path: Path, capsys):
+    """Notebook 03 without a GPU draws the committed range test of the lesson's recipe: nothing runs."""
+    from cifar.scheduler import range_test_points, suggest_lr
+
+    record = json.loads(RANGE_TEST.read_text())
+    config = S10Config()
+    assert record["config"] == asdict(config) and record["command"].startswith("python -m cifar.s10 --range-test")
+    steepest, lowest = range_test_points(record["lrs"], record["losses"], config.finder_iters)
+    assert (record["steepest_lr"], record["min_loss_lr"]) == (steepest, lowest)  # the record's own numbers
+    assert record["suggested_lr"] == suggest_lr(steepest, lowest, config.finder_rule)
+    restore_run(WEIGHTS / "s10_custom_resnet.pt", tmp_path, config, range_test=RANGE_TEST)
+    recorded = json.loads((WEIGHTS / "s10_custom_resnet.json").read_text())["recipe"]["max_lr"]
+    capsys.readouterr()
+    max_lr, figure = s10.s10_max_lr(None, None, config, torch.device("cpu"), tmp_path)  # no model, no data
+    assert max_lr == recorded and "LR range test recorded" in figure.axes[0].get_title()
+    printed = capsys.readouterr().out
+    assert "the plot is the recorded range test s10_range_test.json" in printed and record["command"] in printed
+    text = s10.describe_range_test(tmp_path)
+    assert "steps above" in text or "steps below" in text
+    # this test's steepest point lies past its lowest loss (the loss falls again after blowing up): said so
+    assert ("past the lowest loss" in text) == (record["steepest_lr"] > record["min_loss_lr"])
+    # a folder restored before with a range test re-run in it is drawn from the record once it is given
+    restore_run(WEIGHTS / "s10_custom_resnet.pt", tmp_path, config, range_test=RANGE_TEST)
+    assert json.loads((tmp_path / "summary.json").read_text())["rerun_max_lr"] == record["suggested_lr"]
+
+
 def test_the_run_report_is_the_records_numbers():
     record = json.loads((WEIGHTS / "s10_custom_resnet.json").read_text())
     seconds = run_seconds(record["history"])

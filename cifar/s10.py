@@ -767,11 +767,6 @@ def describe_range_test(run_dir: str | Path, reference_lr: float | None = None) 
         f"min/10 rule: {lowest / 10:.3e}; {reference_lr:g} (Page's peak for this network) is "
         f"{reference_lr / (lowest / 10):.1f} times that",
     ]
-    if steepest > lowest:
-        lines.append(
-            "the steepest descent lies past the lowest loss, where the loss falls again after rising: "
-            "not a point to train at"
-        )
     max_lr = summary.get("max_lr")
     if "rerun_max_lr" in summary and max_lr is not None:
         steps = np.log(max_lr / steepest) / np.log(lrs[1] / lrs[0])

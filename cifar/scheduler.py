@@ -62,8 +62,15 @@ def one_cycle(
 ) -> OneCycleLR:
     """Two-phase, linear one-cycle policy stepped per batch; the peak comes after ``pct_start`` of the steps.
 
-    ``max_lr`` may be a list, one peak per parameter group.
+    ``max_lr`` may be a list, one peak per parameter group. torch's OneCycleLR divides by zero when the
+    warm-up is exactly one step; that is refused here with the numbers that cause it.
     """
+    warm_up = float(pct_start * epochs * steps_per_epoch)
+    if warm_up == 1:
+        raise ValueError(
+            f"one-cycle cannot have a warm-up of exactly 1 step (torch's OneCycleLR divides by zero): pct_start "
+            f"{pct_start:g} of {epochs} epoch(s) x {steps_per_epoch} batches; change the batch size or the epochs"
+        )
     return OneCycleLR(
         optimizer,
         max_lr=max_lr,
@@ -118,11 +125,20 @@ def range_test_window(num_iter: int, steps: int) -> slice:
 
 
 def range_test_points(lrs: list[float], losses: list[float], num_iter: int) -> tuple[float, float]:
-    """(steepest_lr, min_loss_lr) of a range test: torch-lr-finder's steepest-descent point (the smallest
-    ``np.gradient`` of the smoothed loss) and the LR of the lowest loss, both within :func:`range_test_window`."""
+    """(steepest_lr, min_loss_lr) of a range test: the steepest descent of the smoothed loss (the smallest
+    ``np.gradient``, as torch-lr-finder's suggestion) on the way down to its lowest point, and the LR of
+    that lowest loss, both within :func:`range_test_window`.
+
+    torch-lr-finder searches the whole window; past the lowest loss a loss that blew up can fall again
+    (a label-smoothed loss never reaches its stop at five times the best), and the steepest point of
+    that second fall is an LR nobody should train at. Searching up to the lowest loss rules it out.
+    """
     window = range_test_window(num_iter, len(lrs))
     lrs_in, losses_in = np.asarray(lrs[window]), np.asarray(losses[window])
-    return float(lrs_in[np.gradient(losses_in).argmin()]), float(lrs_in[losses_in.argmin()])
+    lowest = int(losses_in.argmin())
+    descent = losses_in[: lowest + 1]
+    steepest = int(np.gradient(descent).argmin()) if len(descent) > 1 else lowest
+    return float(lrs_in[steepest]), float(lrs_in[lowest])
 
 
 def suggest_lr(steepest_lr: float, min_loss_lr: float, rule: str) -> float:

@@ -280,8 +280,13 @@ def test_range_test_points_are_torch_lr_finders_and_the_title_gives_the_lr_used(
     window = range_test_window(100, len(lrs))
     assert (window.start, window.stop) == (10, 95)  # torch-lr-finder's skip_start=10, skip_end=5
     steepest, lowest = range_test_points(lrs, losses, 100)
-    assert steepest == lrs[10 + int(np.gradient(np.array(losses[10:95])).argmin())]
+    assert steepest == lrs[10 + int(np.gradient(np.array(losses[10:95])).argmin())]  # torch-lr-finder's point
     assert lowest == lrs[10 + int(np.argmin(losses[10:95]))]
+    # a loss that blows up and falls again: the steepest point is searched before the lowest loss only
+    again = list(np.array(losses) - 4 * (np.array(lrs) > 3) * np.log10(np.array(lrs) / 3))
+    steepest_again, lowest_again = range_test_points(lrs, again, 100)
+    assert np.argmin(np.gradient(np.array(again[10:95]))) + 10 > lrs.index(lowest_again)  # the trap is there
+    assert steepest_again == steepest and steepest_again < lowest_again
     assert suggest_lr(steepest, lowest, "min/10") == lowest / 10
     assert suggest_lr(steepest, lowest, "steepest") == steepest
     figure = range_test_figure(lrs, losses, 100, 0.152)
@@ -510,3 +515,13 @@ def test_runs_dir_follows_the_environment(monkeypatch, tmp_path):
     assert runs_dir("../runs") == Path("../runs")
     monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "drive"))
     assert runs_dir("../runs") == tmp_path / "drive"
+
+
+def test_one_cycle_refuses_a_warm_up_too_short_for_torch():
+    from cifar.scheduler import one_cycle
+
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="warm-up of exactly 1 step"):
+        one_cycle(optimizer, 0.1, epochs=1, steps_per_epoch=4, pct_start=0.25)
+    for steps in (1, 8):  # a warm-up of 0.25 or 2 steps works
+        assert one_cycle(optimizer, 0.1, epochs=1, steps_per_epoch=steps, pct_start=0.25).get_last_lr()[0] > 0

@@ -127,8 +127,7 @@ def test_the_recorded_range_test_is_drawn_without_running_anything(tmp_path: Pat
     assert "the plot is the recorded range test s10_range_test.json" in printed and record["command"] in printed
     text = s10.describe_range_test(tmp_path)
     assert "steps above" in text or "steps below" in text
-    # this test's steepest point lies past its lowest loss (the loss falls again after blowing up): said so
-    assert ("past the lowest loss" in text) == (record["steepest_lr"] > record["min_loss_lr"])
+    assert record["steepest_lr"] < record["min_loss_lr"]  # searched before the lowest loss (the loss rises past it)
     # a folder restored before with a range test re-run in it is drawn from the record once it is given
     restore_run(WEIGHTS / "s10_custom_resnet.pt", tmp_path, config, range_test=RANGE_TEST)
     assert json.loads((tmp_path / "summary.json").read_text())["rerun_max_lr"] == record["suggested_lr"]

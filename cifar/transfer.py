@@ -250,7 +250,7 @@ def parameter_groups(model: nn.Module, backbone_lr_factor: float | None = None, 
 
 @dataclass
 class OneCycle:
-    """The optimizer and schedule of :func:`fit_one_cycle`: the original lesson's, by default.
+    """The optimizer and schedule of :func:`fit_one_cycle`: fastai-style fine-tuning's, by default.
 
     ``opt_func``: ``"adam"``/``"sgd"``, or a class such as ``torch.optim.Adam`` called as
     ``opt_func(groups, lr=..., weight_decay=...)``. The schedule is :func:`cifar.scheduler.one_cycle`
@@ -276,7 +276,7 @@ def fit_one_cycle(
     cycle: OneCycle | None = None,
     options: FitOptions | None = None,
 ) -> FitResult:
-    """The original lesson's ``fit_one_cycle``, on the course's engine (:func:`cifar.train.fit`).
+    """fastai-style ``fit_one_cycle``, on the course's engine (:func:`cifar.train.fit`).
 
     Trains the parameters that require grad with ``cycle``'s optimizer under a one-cycle schedule
     stepped every batch (:class:`OneCycle`); ``options`` (:class:`~cifar.train.FitOptions`) says how:

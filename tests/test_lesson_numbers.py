@@ -1,4 +1,4 @@
-"""Notebook 03's prose quotes its own outputs (issue 18, "Keep it true").
+"""Notebooks 03 and 04: their prose quotes their own outputs (issue 18, "Keep it true"; issue 29 for 04).
 
 Every number in a markdown cell of notebook 03, and in ``docs/experiments.md``'s section on the S10 lesson's run,
 must appear in notebook 03's committed outputs (stream text, ``text/plain`` and ``text/markdown``,

@@ -4,7 +4,7 @@ The data (:func:`fish_root`): 1,053 photos from Austrian fish passes, ``$CIFAR_D
 or downloaded, split by :func:`transfer_data` into a seeded, stratified split that keeps every
 video on one side (``FishConfig.split``: ``"video"``, the lesson's; ``"fish"`` and ``"frames"`` for
 comparison, both leaky; :data:`FISH_SPLITS`). The recipe is a :class:`FishConfig`
-(:data:`FISH_RECIPES`): ``imagenet``, the original lesson's fine-tuning of a ResNet-34 from ImageNet
+(:data:`FISH_RECIPES`): ``imagenet``, the usual fine-tuning of a ResNet-34 from ImageNet
 weights (head, then all layers); ``random``, the same network from random weights, for when the
 ImageNet weights cannot be downloaded; ``s10``, the course's S10 network trained on CIFAR-10 in
 lesson 03 (committed weights, so a transfer that exists offline) with a new head, at 48x72.
@@ -89,7 +89,7 @@ def s10_weights_path(name: str = S10_WEIGHTS) -> Path:
 class FishConfig:
     """Everything that defines a fish run; saved with its checkpoints and weights."""
 
-    image_size: tuple[int, int] = (160, 240)  # (height, width), the original's Resize(160, 240)
+    image_size: tuple[int, int] = (160, 240)  # (height, width): Resize(160, 240)
     batch_size: int = 128
     head_epochs: int = 2  # backbone frozen
     fine_tune_epochs: int = 4  # all layers
@@ -114,7 +114,7 @@ class FishConfig:
 
 
 def fish_imagenet_recipe() -> FishConfig:
-    """From ImageNet weights: the original lesson's recipe, one-cycle Adam (peak LR 0.01, weight decay 1e-4,
+    """From ImageNet weights: the usual fine-tuning recipe, one-cycle Adam (peak LR 0.01, weight decay 1e-4,
     gradient clipping 0.1), batch 128, 2 epochs of the head (backbone frozen) then 4 of all layers."""
     return FishConfig()
 

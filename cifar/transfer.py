@@ -6,8 +6,8 @@ with a one-line notice and random weights where they cannot be had), the network
 ``fc = nn.Linear(512, num_classes)`` (:func:`resnet34_classifier`); the course's own S10 network
 trained on CIFAR-10 as a backbone that exists offline (:func:`s10_backbone_weights`,
 :func:`s10_classifier`); what a backbone's features are worth as they are (:func:`extract_features`,
-:func:`linear_probe`); :func:`freeze_backbone` /
-:func:`unfreeze`, discriminative learning rates (:func:`parameter_groups`), the original lesson's
+:func:`linear_probe`); batch-norm statistics re-estimated (:func:`recompute_bn_statistics`); :func:`freeze_backbone` /
+:func:`unfreeze`, discriminative learning rates (:func:`parameter_groups`), the one-cycle recipe
 :func:`fit_one_cycle`, and the classifier saved with its class names in the course's weights
 format (:func:`save_classifier` / :func:`load_classifier`).
 """
@@ -25,8 +25,8 @@ from .artifacts import load_model, load_weights, save_weights
 from .dataset import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .model import CustomResNet, imagenet_notice, imagenet_weights
 from .scheduler import make_optimizer, one_cycle
-from .train import FitOptions, FitResult, fit, predict
-from .utils import get_device, resolve_amp_dtype
+from .train import FitOptions, FitResult, fit, predict, to_device
+from .utils import autocast, get_device, resolve_amp_dtype
 
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 RANDOM_WEIGHTS = "random"
@@ -161,6 +161,59 @@ def linear_probe(
         return (layer(test_x).argmax(1) == test_targets).float().mean().item() * 100
 
 
+@torch.no_grad()
+def recompute_bn_statistics(
+    model: nn.Module, loader, device: torch.device | None = None, amp_dtype: torch.dtype | None | str = "auto"
+) -> nn.Module:
+    """``model`` (changed in place, returned in eval mode) with every batch norm's running statistics
+    re-estimated over the images of ``loader``: a plain average over its batches (``momentum=None``),
+    the weights untouched. Tests whether the running statistics a run ended with explain its test
+    loss: evaluate before and after."""
+    device = device or get_device()
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches
+    model.to(device).train()
+    try:
+        for inputs, targets in loader:
+            inputs, _ = to_device(inputs, targets, device, True)
+            with autocast(device, resolve_amp_dtype(device, amp_dtype)):
+                model(inputs)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.eval()
+    return model
+
+
+@dataclass
+class EpochSnapshots:
+    """A :class:`~cifar.train.FitOptions` ``log`` that prints each line and keeps the model of every epoch.
+
+    :func:`cifar.train.fit` logs an epoch's line, then checkpoints it to ``checkpoint`` (a run's, or a
+    stage's, ``checkpoint.pt``); at each epoch line the model of the checkpoint on disk, the epoch
+    before, is saved as ``folder/epoch<N>.pt``. So epochs 1 to the last but one are kept (the last is
+    the trained model itself), to be tested afterwards (:meth:`load`).
+    """
+
+    checkpoint: Path
+    folder: Path
+
+    def __call__(self, line: str) -> None:
+        print(line)
+        if line.startswith("epoch") and Path(self.checkpoint).is_file():
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+            Path(self.folder).mkdir(parents=True, exist_ok=True)
+            torch.save(state["model"], Path(self.folder) / f"epoch{state['epoch']}.pt")
+
+    def load(self, model: nn.Module, epoch: int) -> nn.Module:
+        """``model`` (changed in place) holding the weights and statistics kept after ``epoch``."""
+        model.load_state_dict(torch.load(Path(self.folder) / f"epoch{epoch}.pt", map_location="cpu"))
+        return model
+
+
 def freeze_backbone(model: nn.Module, head: str = HEAD) -> nn.Module:
     """Only the head (parameters under ``head``) trains; the backbone's parameters are frozen.
 
@@ -197,7 +250,7 @@ def parameter_groups(model: nn.Module, backbone_lr_factor: float | None = None, 
 
 @dataclass
 class OneCycle:
-    """The optimizer and schedule of :func:`fit_one_cycle`: the original lesson's, by default.
+    """The optimizer and schedule of :func:`fit_one_cycle`: fastai-style fine-tuning's, by default.
 
     ``opt_func``: ``"adam"``/``"sgd"``, or a class such as ``torch.optim.Adam`` called as
     ``opt_func(groups, lr=..., weight_decay=...)``. The schedule is :func:`cifar.scheduler.one_cycle`
@@ -223,7 +276,7 @@ def fit_one_cycle(
     cycle: OneCycle | None = None,
     options: FitOptions | None = None,
 ) -> FitResult:
-    """The original lesson's ``fit_one_cycle``, on the course's engine (:func:`cifar.train.fit`).
+    """fastai-style ``fit_one_cycle``, on the course's engine (:func:`cifar.train.fit`).
 
     Trains the parameters that require grad with ``cycle``'s optimizer under a one-cycle schedule
     stepped every batch (:class:`OneCycle`); ``options`` (:class:`~cifar.train.FitOptions`) says how:

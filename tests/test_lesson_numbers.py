@@ -1,4 +1,4 @@
-"""Notebook 03's prose quotes its own outputs (issue 18, "Keep it true").
+"""Notebooks 03 and 04: their prose quotes their own outputs (issue 18, "Keep it true"; issue 29 for 04).
 
 Every number in a markdown cell of notebook 03, and in ``docs/experiments.md``'s section on the S10 lesson's run,
 must appear in notebook 03's committed outputs (stream text, ``text/plain`` and ``text/markdown``,
@@ -21,6 +21,7 @@ import pytest
 from test_readme import (
     LESSON_RUN,
     NB03,
+    NB04,
     NUMBER,
     ORIGINAL_RUN,
     SHORT_RUN,
@@ -40,9 +41,9 @@ DEFINITIONS = {
 SECTION = re.compile(r"(?:section|##)\s*\d+\b", re.IGNORECASE)
 
 
-def _output_numbers() -> list[Decimal]:
+def _output_numbers(notebook: str = NB03) -> list[Decimal]:
     values = []
-    for cell in json.loads((ROOT / NB03).read_text())["cells"]:
+    for cell in json.loads((ROOT / notebook).read_text())["cells"]:
         for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
             texts = [output.get("text", "")] + [
                 output.get("data", {}).get(k, "") for k in ("text/plain", "text/markdown")
@@ -114,3 +115,38 @@ def test_restore_mode_costs_what_the_executed_notebook_printed():
         _printed(re.compile(r"LR range test: \d+ steps in"))  # the line a range test run here prints: none ran
     printed = _printed(re.compile(r"the plot is the recorded range test s10_range_test\.json \(.*?, ([\d.]+) min on"))
     assert printed.group(1) == range_minutes
+
+
+# ----------------------------------------------------------------------------- notebook 04, the fish lesson
+
+# numbers in notebook 04's prose that cite rather than measure: the sources' years
+DEFINITIONS_04 = {
+    Decimal("2014"): "Yosinski et al.'s year (Sources)",
+    Decimal("2015"): "He et al.'s year (Sources)",
+    Decimal("2017"): "the EGU 2017 poster of the fish photos (Sources)",
+}
+
+
+def test_notebook_04_prose_quotes_its_outputs():
+    """Every number in notebook 04's markdown (the over-fitting epochs and losses, the batch-norm test, the
+    burbot counts, the seeds' accuracies, the time) is in one of its committed outputs."""
+    sources = _output_numbers(NB04)
+    missing = {}
+    for index, cell in enumerate(json.loads((ROOT / NB04).read_text())["cells"]):
+        if cell["cell_type"] == "markdown":
+            text = SECTION.sub(" ", "".join(cell["source"]))
+            found = [
+                quoted
+                for quoted, value in quoted_numbers(text)
+                if value not in DEFINITIONS_04 and not any(matches(value, source) for source in sources)
+            ]
+            if found:
+                missing[index] = found
+    assert not missing, f"numbers in notebook 04's markdown (cell: numbers) found in no output: {missing}"
+
+
+def test_notebook_04_offline_notice_is_one_line():
+    """Re-executed offline, the ImageNet notice is the one-line 'offline: random weights', never a URLError."""
+    text = json.dumps(json.loads((ROOT / NB04).read_text())["cells"])
+    assert "URLError" not in text and "Name or service not known" not in text
+    assert "offline: random weights" in text

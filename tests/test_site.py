@@ -20,6 +20,7 @@ import http.server
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def notebook_facts(path: Path) -> dict:
     """What a lesson page must show: the notebook's first heading, its code cells, its output figures."""
     cells = json.loads(path.read_text())["cells"]
     title = next(
-        line.lstrip("#").strip()
+        re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line.lstrip("#").strip())  # a link in the title shows as its text
         for cell in cells
         if cell["cell_type"] == "markdown"
         for line in "".join(cell["source"]).splitlines()

@@ -464,3 +464,31 @@ def test_cli_flags_override_the_fast_recipe(argv, recipe, expected):
 def test_cli_missing_data_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: "):
         fish.main(["--fast", "--weights", "none", "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path)])
+
+
+def test_recompute_bn_statistics_averages_the_loader_and_keeps_the_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2))
+    model.train()(torch.randn(64, 3) * 5 + 9)  # running statistics from other data
+    weights = copy.deepcopy(model.state_dict())
+    inputs = torch.randn(40, 3) * 2 + 1
+    loader = [(inputs[i : i + 10], torch.zeros(10, dtype=torch.long)) for i in range(0, 40, 10)]
+    transfer.recompute_bn_statistics(model, loader, torch.device("cpu"), amp_dtype=None)
+    norm = model[0]
+    assert not model.training and norm.momentum == 0.1  # eval mode, momentum restored
+    torch.testing.assert_close(norm.running_mean, inputs.mean(0))  # equal batches: the mean of the batch means
+    assert torch.equal(model[1].weight, weights["1.weight"]) and torch.equal(norm.weight, weights["0.weight"])
+
+
+def test_epoch_snapshots_keep_the_checkpointed_model_of_each_logged_epoch(tmp_path, capsys):
+    model = nn.Linear(2, 2)
+    checkpoint = tmp_path / "checkpoint.pt"
+    keep = transfer.EpochSnapshots(checkpoint, tmp_path / "epochs")
+    keep("epoch  1/3  train loss 1.0")  # no checkpoint yet: printed only
+    torch.save({"model": model.state_dict(), "epoch": 1}, checkpoint)
+    keep("epoch  2/3  train loss 0.9")
+    keep("stage 1/1: all layers")  # not an epoch line: nothing kept
+    assert sorted(path.name for path in (tmp_path / "epochs").iterdir()) == ["epoch1.pt"]
+    assert "epoch  2/3" in capsys.readouterr().out
+    restored = keep.load(nn.Linear(2, 2), 1)
+    assert torch.equal(restored.weight, model.weight)

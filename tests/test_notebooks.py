@@ -66,3 +66,15 @@ def test_readme_has_a_colab_badge_per_notebook():
     for path in LESSONS:
         assert colab_badge(path.name) in readme, f"README lacks the Colab badge of {path.name}"
     assert REPO_URL in SETUP_CELL
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_figures_were_drawn(path):
+    """A figure shown as a cell's result has its picture (a notebook executed under MPLBACKEND=Agg has only text)."""
+    for cell in _code_cells(path):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            text = data.get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if text.startswith("<Figure size"):
+                assert "image/png" in data, f"{path.name}: a figure without its picture (executed under Agg?)"

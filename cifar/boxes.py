@@ -778,21 +778,21 @@ class HeadOptions:
 def train_box_head(features: torch.Tensor, targets: torch.Tensor, options: HeadOptions | None = None) -> nn.Module:
     """A :class:`SpatialBoxHead` fitted to frozen ``features`` (N, C, H, W) and normalized boxes (N, 4).
 
-    Seeded (the head's initialisation and the mini-batches); seconds to a minute on a CPU core for a few
-    hundred maps. Returned in eval mode.
+    Seeded (the head's initialisation, its dropout and the mini-batches: the same seed gives the same head
+    whatever ran before); seconds to a minute on a CPU core for a few hundred maps. Returned in eval mode.
     """
     options = options or HeadOptions()
-    with seeded(derive_seed(options.seed, "box head")):
+    with seeded(derive_seed(options.seed, "box head")):  # initialisation and dropout: the caller's RNG is untouched
         head = SpatialBoxHead(features.shape[1], options.width, options.grid, options.dropout)
-    generator = torch.Generator().manual_seed(derive_seed(options.seed, "box head batches"))
-    optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
-    head.train()
-    for _ in range(options.steps):
-        batch = torch.randint(0, len(features), (options.batch_size,), generator=generator)
-        loss = nn.functional.mse_loss(head(features[batch]), targets[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        generator = torch.Generator().manual_seed(derive_seed(options.seed, "box head batches"))
+        optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+        head.train()
+        for _ in range(options.steps):
+            batch = torch.randint(0, len(features), (options.batch_size,), generator=generator)
+            loss = nn.functional.mse_loss(head(features[batch]), targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     return head.eval()
 
 

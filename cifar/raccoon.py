@@ -337,8 +337,8 @@ def diagnosis_run(
 
 
 def diagnosis_table(runs: list[dict]) -> pd.DataFrame:
-    """One row per change: mean and spread (max - min) over its seeds of the test IoU and of the IoU on the
-    training photos (eval mode, as a test sees them; train mode, batch statistics); the last epoch's loss."""
+    """One row per change: mean and spread (max - min; NaN for one seed) over its seeds of the test IoU and of the
+    IoU on the training photos (eval mode, as a test sees them; train mode, batch statistics); the last epoch's loss."""
     rows = [
         {
             "change": run["name"],
@@ -355,9 +355,10 @@ def diagnosis_table(runs: list[dict]) -> pd.DataFrame:
     grouped = frame.drop(columns="seed").groupby("change", sort=False)
     table = grouped.mean()
     spread = grouped.max() - grouped.min()
+    seeds = grouped.size()
     for column in ("train IoU, eval mode", "test IoU"):
-        table[f"{column} spread"] = spread[column]
-    table.insert(0, "seeds", grouped.size())
+        table[f"{column} spread"] = spread[column].where(seeds > 1)  # NaN for one seed: no spread measured
+    table.insert(0, "seeds", seeds)
     return table
 
 

@@ -537,3 +537,11 @@ def test_committed_raccoon_records_are_complete():
     assert full["metrics"]["mean_iou"] == 0.570 and full["mean_box"]["mean_iou"] == 0.575
     diagnosis = lesson.load_record("diagnosis")
     assert {run["name"] for run in diagnosis["runs"]} == set(lesson.DIAGNOSIS)
+
+
+def test_train_box_head_does_not_depend_on_the_callers_random_state():
+    features, targets = torch.randn(16, 4, 4, 4), torch.rand(16, 4).sort(-1).values
+    first = train_box_head(features, targets, HeadOptions(steps=5, seed=3))
+    torch.rand(100)  # the caller draws in between
+    second = train_box_head(features, targets, HeadOptions(steps=5, seed=3))
+    assert torch.equal(first(features), second(features))

@@ -109,7 +109,9 @@ NB02_DEFINITIONS = {
         "100": "the loss scale of the diagnosis: raccoon.DIAGNOSIS",
         "1e-4": "a learning rate of the diagnosis: raccoon.DIAGNOSIS",
         "1e-3": "Adam's learning rate: raccoon.RaccoonConfig",
+        "120": "the diagnosis's steps: 12 epochs of 10 batches of 16 (raccoon.short_recipe)",
         "10": "where a sigmoid's gradient is near 0 (raccoon.overfit_table's docstring)",
+        "2048": "ResNet-50's feature width, the input of its fc head: cifar.model.ResNet",
     }.items()
 }
 

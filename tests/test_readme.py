@@ -251,7 +251,9 @@ def notebook_numbers(spec: Outputs) -> tuple[Decimal, ...]:
 
 def record_facts(record: dict) -> dict[str, float]:
     """The quantities the README computes from a run record, each conversion named."""
-    history = record["history"]
+    history = record.get("history")
+    if not history or "test_acc" not in history[0]:
+        return {}  # a record of another kind (the box lesson's, weights/records/raccoon_*.json): its values only
     tested = [row for row in history if row["test_acc"] is not None]
     wall_seconds = record.get("wall_seconds", record.get("epoch_seconds"))  # a weights record, or a run summary
     if wall_seconds is None:  # a record that keeps only its history (the residual lesson's)

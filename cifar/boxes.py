@@ -11,7 +11,11 @@ The library of the raccoon lesson (:mod:`cifar.raccoon`), usable with any CSV of
 * :func:`box_iou_per_sample`, :func:`iou_score`, :func:`box_metrics`, :func:`mean_box_baseline`, and
   the original course's "accuracy" (:func:`original_accuracy`), kept only as a contrast;
 * :func:`box_model`, :func:`predict_boxes`, :func:`prediction_gallery`, :func:`measure_latency`,
-  :func:`save_box_model` / :func:`load_box_model` (the course's weights format).
+  :func:`save_box_model` / :func:`load_box_model` (the course's weights format);
+* debugging a regressor that does not learn: :func:`overfit_batch` (can it fit a few photos?),
+  :func:`iou_by_bn_mode` (batch statistics against running statistics), :class:`CenterSizeBoxes`
+  (another box encoding), :class:`ScaledLoss` (the loss scale);
+* a small head on frozen feature maps: :class:`SpatialBoxHead`, :func:`train_box_head`, :func:`flip_boxes`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
@@ -385,6 +390,38 @@ def box_loss(name: str = "mse") -> nn.Module:
     return BOX_LOSSES[name]()
 
 
+class ScaledLoss(nn.Module):
+    """``scale`` times a loss: with Adam the scale cancels out (the update divides by the gradient's RMS)."""
+
+    def __init__(self, loss: nn.Module, scale: float = 1.0):
+        super().__init__()
+        self.loss, self.scale = loss, scale
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.loss(outputs, targets)
+
+
+def center_size_to_corners(boxes: torch.Tensor) -> torch.Tensor:
+    """(cx, cy, w, h) -> (xmin, ymin, xmax, ymax), any common scale."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+
+class CenterSizeBoxes(nn.Module):
+    """A regressor whose 4 outputs are read as (centre x, centre y, width, height), returned as corners.
+
+    Another box encoding for the same network: the loss and the IoU still see corners, but the head now
+    moves a box's position and size separately instead of its four edges.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return center_size_to_corners(self.model(x))
+
+
 def box_iou_per_sample(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """IoU of each predicted box with its own true box (corner form, any common scale), in [0, 1].
 
@@ -601,13 +638,162 @@ def prediction_gallery(
     )
 
 
-def plot_box_history(history: list[dict]):
-    """Loss and mean IoU per epoch, train and test; IoU as a fraction (0 to 1), as in the tables.
+def plot_box_history(history: list[dict], baseline: float | None = None):
+    """Loss and mean IoU per epoch, train and test; IoU as a fraction on an axis from 0 to 1, as in the tables.
 
-    IoU is taken as the history holds it (:func:`iou_score`: a fraction). No target line: a mean IoU
-    has no threshold of its own (the 0.5 of "a correct detection" applies to each photo's IoU).
+    IoU is taken as the history holds it (:func:`iou_score`: a fraction). ``baseline``: the test photos' mean
+    IoU of the mean training box (:func:`mean_box_baseline`), drawn as a dashed line: the curve a model must
+    rise above. No other target line: a mean IoU has no threshold of its own (the 0.5 of "a correct
+    detection" applies to each photo's IoU).
     """
-    return plot_history(history, score_name="iou", score_label="mean IoU (fraction)", target=None)
+    figure = plot_history(history, score_name="iou", score_label="mean IoU (fraction)", target=None)
+    ax = figure.axes[1]
+    if baseline is not None:
+        label = f"mean training box, test ({baseline:.3f})"
+        ax.axhline(baseline, color="black", linestyle="--", linewidth=1, label=label)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    return figure
+
+
+# ----------------------------------------------------------------------------- debugging a regressor
+
+
+def overfit_batch(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int = 300,
+    lr: float = 1e-3,
+    every: int = 25,
+) -> list[dict]:
+    """The overfit-one-batch check: train ``model`` (Adam, MSE) on one fixed batch, again and again.
+
+    A pipeline that is wired right drives the loss towards 0 and the IoU towards 1 on a handful of
+    photos; if it cannot, the bug is in the model, the targets or the loss, not in the data's size.
+    Returns a row every ``every`` steps (and the last): ``step``, ``loss``, ``train_mode_iou``
+    (the batch's IoU from the forward pass that trained, batch-norm on batch statistics) and
+    ``eval_mode_iou`` (running statistics, as a test would see it). On the model's device.
+    """
+    device = next(model.parameters()).device
+    images, targets = images.to(device), targets.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.MSELoss()
+    rows = []
+    for step in range(1, steps + 1):
+        model.train()
+        outputs = model(images)
+        loss = loss_fn(outputs, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % every == 0 or step == steps:
+            model.eval()
+            with torch.no_grad():
+                eval_iou = box_iou_per_sample(model(images), targets).mean()
+            train_iou = box_iou_per_sample(outputs.detach(), targets).mean()
+            row = {"step": step, "loss": loss.item(), "train_mode_iou": float(train_iou)}
+            rows.append({**row, "eval_mode_iou": float(eval_iou)})
+    model.eval()
+    return rows
+
+
+@torch.no_grad()
+def iou_by_bn_mode(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> dict[str, float]:
+    """Mean IoU of ``model`` on ``dataset`` with batch norm on batch statistics (train mode, the running
+    statistics left untouched) and on its running statistics (eval mode, as at test time).
+
+    A large gap says the running statistics do not describe what the network sees in training (small
+    batches, or weights that moved faster than the running averages): a batch-norm problem, not a fit problem.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    result = {}
+    try:
+        for m in norms:
+            m.momentum = 0.0  # batch statistics in the forward pass, running statistics left as they are
+        for mode in ("train", "eval"):
+            model.train(mode == "train")
+            ious = []
+            loader = make_loader(dataset, batch_size, train=False, num_workers=0, device=device)
+            for images, targets in loader:
+                ious.append(box_iou_per_sample(model(images.to(device)).float().cpu(), targets))
+            result[f"{mode}_mode_iou"] = float(torch.cat(ious).mean())
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return result
+
+
+# ----------------------------------------------------------------------------- a head on frozen features
+
+
+def flip_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Normalized corner boxes of horizontally flipped images: x becomes 1 - x, xmin and xmax swap."""
+    xmin, ymin, xmax, ymax = boxes.unbind(-1)
+    return torch.stack([1 - xmax, ymin, 1 - xmin, ymax], -1)
+
+
+class SpatialBoxHead(nn.Module):
+    """A small box regressor on a frozen feature map (N, C, H, W): where things are is kept, not pooled away.
+
+    Batch norm on the features, a 1x1 conv to ``width`` channels, ReLU, an average pool to a ``grid`` x
+    ``grid`` map, then a linear layer from the flattened map to 4 sigmoid outputs (normalized corners).
+    A global pool, as a classifier's head has, would throw away the position of the object.
+    """
+
+    def __init__(self, channels: int, width: int = 8, grid: int = 4, dropout: float = 0.2):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, width, 1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(grid),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(width * grid * grid, 4),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.layers(x))
+
+
+@dataclass
+class HeadOptions:
+    """How :func:`train_box_head` trains a :class:`SpatialBoxHead`: AdamW, MSE, random mini-batches."""
+
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    width: int = 8
+    grid: int = 4
+    dropout: float = 0.2
+    seed: int = 0
+
+
+def train_box_head(features: torch.Tensor, targets: torch.Tensor, options: HeadOptions | None = None) -> nn.Module:
+    """A :class:`SpatialBoxHead` fitted to frozen ``features`` (N, C, H, W) and normalized boxes (N, 4).
+
+    Seeded (the head's initialisation, its dropout and the mini-batches: the same seed gives the same head
+    whatever ran before); seconds to a minute on a CPU core for a few hundred maps. Returned in eval mode.
+    """
+    options = options or HeadOptions()
+    with seeded(derive_seed(options.seed, "box head")):  # initialisation and dropout: the caller's RNG is untouched
+        head = SpatialBoxHead(features.shape[1], options.width, options.grid, options.dropout)
+        generator = torch.Generator().manual_seed(derive_seed(options.seed, "box head batches"))
+        optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+        head.train()
+        for _ in range(options.steps):
+            batch = torch.randint(0, len(features), (options.batch_size,), generator=generator)
+            loss = nn.functional.mse_loss(head(features[batch]), targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return head.eval()
 
 
 # ----------------------------------------------------------------------------- latency, save / load

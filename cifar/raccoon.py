@@ -7,17 +7,26 @@ the author's train/test split of 160/40 images). :class:`RaccoonConfig` is the r
 :mod:`cifar.boxes`. On the command line::
 
     python -m cifar.raccoon --epochs 30 --out runs/raccoon
+
+Why that run does not beat the mean box, and what does: :func:`overfit_check` (can the network fit 8
+photos?), :data:`DIAGNOSIS` and :func:`diagnosis_run` (short controlled runs, one candidate cause each),
+written as records by ``python -m cifar.raccoon --study overfit|diagnosis --out weights/records``
+(:func:`load_record` reads them back); :func:`s10_box_features` and :func:`s10_head_seeds` (a small
+spatial head on the frozen features of the course's CIFAR-10 network, over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import pandas as pd
 import torch
+from torch import nn
 
 from . import cli
 from .artifacts import write_summary
@@ -25,21 +34,30 @@ from .bench import loader_rate
 from .boxes import (
     BOX_LOSSES,
     BoxDataset,
+    CenterSizeBoxes,
+    HeadOptions,
+    ScaledLoss,
+    box_iou_per_sample,
     box_loss,
     box_metrics,
     box_model,
     box_test_transforms,
     box_train_transforms,
+    flip_boxes,
+    iou_by_bn_mode,
     iou_score,
     measure_latency,
+    overfit_batch,
     plot_box_history,
     prediction_gallery,
     save_box_model,
+    train_box_head,
 )
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, DataError, make_loader
 from .download import RACCOON, download_source
 from .model import ResNet50
 from .train import FitOptions, fit, predict
+from .transfer import S10_MEAN, S10_STD, s10_backbone_weights, s10_classifier
 from .utils import PRECISIONS, cache_dir, data_dir, describe_device, get_device, resolve_amp_dtype
 
 HOW_TO_GET_RACCOON = (
@@ -48,6 +66,9 @@ HOW_TO_GET_RACCOON = (
     "raccoon/images/ (the offline copy of datitran/raccoon_dataset), or pass root= / --data-dir."
 )
 
+
+#: The box encodings of :attr:`RaccoonConfig.encoding`.
+ENCODINGS = ("corners", "center")
 
 #: Stored with every checkpoint: a checkpoint written when the history held IoU in % is refused, not resumed.
 IOU_UNIT = "fraction"
@@ -68,6 +89,9 @@ class RaccoonConfig:
     seed: int = 0
     train_images: int | None = None  # None: all 160
     test_images: int | None = None  # None: all 40
+    augment: bool = True  # False: the training photos are only resized (the diagnosis's control)
+    encoding: str = "corners"  # or "center": the head's outputs read as (cx, cy, w, h) (CenterSizeBoxes)
+    loss_scale: float = 1.0  # the loss times this (ScaledLoss)
 
 
 def raccoon_config(fast: bool = False, **changes) -> RaccoonConfig:
@@ -92,12 +116,13 @@ def raccoon_root(root: str | Path | None = None) -> Path:
 
 
 def raccoon_datasets(config: RaccoonConfig, root: str | Path | None = None) -> tuple[BoxDataset, BoxDataset]:
-    """The author's split: train_labels.csv (160 images) with augmentation, test_labels.csv (40) without."""
+    """The author's split: train_labels.csv (160 images) with augmentation (unless ``config.augment`` is
+    False), test_labels.csv (40) without."""
     folder = raccoon_root(root)
     train_set = BoxDataset(
         folder / "train_labels.csv",
         folder / "images",
-        box_train_transforms(config.image_size),
+        (box_train_transforms if config.augment else box_test_transforms)(config.image_size),
         max_images=config.train_images,
     )
     test_set = BoxDataset(
@@ -157,6 +182,10 @@ def train_raccoon(
     device = device or get_device()
     train_set, test_set = raccoon_datasets(config, root)
     model, status = box_model(config.sigmoid, config.pretrained, seed=config.seed)
+    if config.encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, not {config.encoding!r}")
+    if config.encoding == "center":
+        model = CenterSizeBoxes(model)
     log(status)
     train_loader = make_loader(
         train_set, config.batch_size, train=True, seed=config.seed, num_workers=num_workers, device=device
@@ -167,7 +196,7 @@ def train_raccoon(
     options = FitOptions(
         device=device,
         amp_dtype=amp_dtype,
-        loss_fn=box_loss(config.loss),
+        loss_fn=ScaledLoss(box_loss(config.loss), config.loss_scale),
         score_fn=iou_score,
         score_name="iou",
         seed=config.seed,
@@ -181,6 +210,261 @@ def train_raccoon(
     metrics = box_metrics(predicted, true, test_set.sizes)
     metrics["test_loss"] = float(box_loss(config.loss)(predicted, true))
     return RaccoonRun(model, result.history, metrics, status, train_set, test_set, predicted, true)
+
+
+# ----------------------------------------------------------------------------- diagnosis; beating the mean box
+
+#: Where the lesson's run records are committed, relative to the repository's root (raccoon_<name>.json).
+RECORDS = "weights/records"
+#: The S10 weights trained on CIFAR-10 in lesson 03.
+S10_WEIGHTS = "weights/s10_custom_resnet.pt"
+
+
+def record_path(name: str, folder: str | Path | None = None) -> Path:
+    """``raccoon_<name>.json`` in ``folder``, else in :data:`RECORDS` seen from the repository's root, from
+    ``notebooks/`` or beside an editable install of the package."""
+    file = f"raccoon_{name}.json"
+    return Path(folder) / file if folder is not None else repo_file(f"{RECORDS}/{file}")
+
+
+def repo_file(name: str) -> Path:
+    """A committed file of the course (``weights/...``) seen from the repository's root, from ``notebooks/``
+    or ``solutions/``, else beside an editable install of the package."""
+    candidates = [Path(name), Path("..") / name, Path(__file__).resolve().parents[1] / name]
+    return next((path for path in candidates if path.is_file()), candidates[0])
+
+
+def save_record(record: dict, name: str, folder: str | Path | None = None) -> Path:
+    """Write a run record (JSON: command, config, history, metrics...) as ``raccoon_<name>.json``."""
+    path = record_path(name, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def load_record(name: str, folder: str | Path | None = None) -> dict:
+    """The committed record ``raccoon_<name>.json`` (see :func:`record_path`)."""
+    return json.loads(record_path(name, folder).read_text())
+
+
+def unaugmented_train_set(config: RaccoonConfig, root: str | Path | None = None) -> BoxDataset:
+    """The training photos as the test sees photos: resized and normalized only (to ask "did it fit them?")."""
+    return raccoon_datasets(replace(config, augment=False), root)[0]
+
+
+def overfit_check(
+    config: RaccoonConfig | None = None, images: int = 8, steps: int = 300, root: str | Path | None = None
+) -> dict:
+    """The overfit-one-batch check on the lesson's network: the first ``images`` training photos, unaugmented,
+    at ``config.image_size`` (default 64 px), one batch trained ``steps`` times (:func:`cifar.boxes.overfit_batch`,
+    Adam at ``config.lr``, fp32 on the CPU).
+
+    Returns ``rows`` (the check's progress), and per photo at the end (eval mode): ``targets``, ``predicted``,
+    ``iou`` and the head's ``logits`` (its outputs before the sigmoid; the outputs themselves without one).
+    """
+    config = config or RaccoonConfig(image_size=64)
+    dataset = unaugmented_train_set(replace(config, train_images=images), root)
+    batch = [dataset[i] for i in range(len(dataset))]
+    inputs, targets = torch.stack([x for x, _ in batch]), torch.stack([y for _, y in batch])
+    model, _ = box_model(config.sigmoid, seed=config.seed)
+    rows = overfit_batch(model, inputs, targets, steps, config.lr)
+    with torch.no_grad():
+        logits = model.fc(model.features(inputs))
+        predicted = torch.sigmoid(logits) if config.sigmoid else logits
+    return {
+        "rows": rows,
+        "targets": targets.tolist(),
+        "predicted": predicted.tolist(),
+        "iou": box_iou_per_sample(predicted, targets).tolist(),
+        "logits": logits.tolist(),
+    }
+
+
+def overfit_table(check: dict) -> pd.DataFrame:
+    """One row per photo of an :func:`overfit_check`: its IoU, the largest coordinate error and the head's
+    largest logit in absolute value (beyond about 10 a sigmoid's gradient is nearly 0: the output is stuck)."""
+    targets, predicted, logits = (torch.tensor(check[k]) for k in ("targets", "predicted", "logits"))
+    return pd.DataFrame(
+        {
+            "IoU": check["iou"],
+            "largest coordinate error": (predicted - targets).abs().max(1).values.tolist(),
+            "largest |logit|": logits.abs().max(1).values.tolist(),
+        }
+    ).rename_axis("photo")
+
+
+#: The diagnosis: each candidate cause of the failure to fit, as the change to the short recipe that tests it.
+DIAGNOSIS: dict[str, dict] = {
+    "short recipe": {},
+    "no augmentation": {"augment": False},
+    "lr 1e-4": {"lr": 1e-4},
+    "loss x100": {"loss_scale": 100.0},
+    "centre-size encoding": {"encoding": "center"},
+    "linear head (no sigmoid)": {"sigmoid": False},
+}
+
+
+def short_recipe(fast: bool = False) -> RaccoonConfig:
+    """The diagnosis's cheap stand-in for the lesson's recipe: 32 px, 12 epochs (120 steps), otherwise the same
+    (a minute or two on one CPU core); ``fast``: 4 photos, 1 epoch."""
+    if fast:
+        return raccoon_config(fast=True, image_size=32)
+    return raccoon_config(image_size=32, epochs=12)
+
+
+def diagnosis_run(
+    name: str,
+    seed: int = 0,
+    base: RaccoonConfig | None = None,
+    root: str | Path | None = None,
+    device: torch.device | None = None,
+) -> dict:
+    """One controlled run of :data:`DIAGNOSIS`: the short recipe with one change, trained, then asked whether
+    it fitted its training photos (unaugmented; batch norm on batch and on running statistics)."""
+    config = replace(base or short_recipe(), seed=seed, **DIAGNOSIS[name])
+    started = time.time()
+    run = train_raccoon(config, root=root, device=device, progress=False, log=_silent)
+    train_fit = iou_by_bn_mode(run.model, unaugmented_train_set(config, root))
+    return {
+        "name": name,
+        "seed": seed,
+        "config": asdict(config),
+        "history": run.history,
+        "metrics": run.metrics,
+        "train_fit": train_fit,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def diagnosis_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per change: mean and spread (max - min; NaN for one seed) over its seeds of the test IoU and of the
+    IoU on the training photos (eval mode, as a test sees them; train mode, batch statistics); the last epoch's loss."""
+    rows = [
+        {
+            "change": run["name"],
+            "seed": run["seed"],
+            "train IoU, eval mode": run["train_fit"]["eval_mode_iou"],
+            "train IoU, batch stats": run["train_fit"]["train_mode_iou"],
+            "test IoU": run["metrics"]["mean_iou"],
+            "test IoU >= 0.5": run["metrics"]["share_iou_50"],
+            "last train loss / scale": run["history"][-1]["train_loss"] / run["config"]["loss_scale"],
+        }
+        for run in runs
+    ]
+    frame = pd.DataFrame(rows)
+    grouped = frame.drop(columns="seed").groupby("change", sort=False)
+    table = grouped.mean()
+    spread = grouped.max() - grouped.min()
+    seeds = grouped.size()
+    for column in ("train IoU, eval mode", "test IoU"):
+        table[f"{column} spread"] = spread[column].where(seeds > 1)  # NaN for one seed: no spread measured
+    table.insert(0, "seeds", seeds)
+    return table
+
+
+@dataclass
+class BoxFeatures:
+    """Frozen feature maps of the raccoon photos: training photos and their mirror images, test photos."""
+
+    train: torch.Tensor  # (2 x 160, C, H, W): the photos, then their mirror images
+    train_targets: torch.Tensor
+    test: torch.Tensor
+    test_targets: torch.Tensor
+    train_set: BoxDataset
+    test_set: BoxDataset
+
+
+@torch.no_grad()
+def s10_feature_maps(backbone: nn.Module, images: torch.Tensor, batch_size: int = 20) -> torch.Tensor:
+    """The S10 network's last feature map (``layer3``, 512 channels, 1/8 of the input's side), eval mode."""
+    backbone.eval()
+    maps = []
+    for batch in images.split(batch_size):
+        maps.append(backbone.layer3(backbone.layer2(backbone.layer1(backbone.prep(batch)))))
+    return torch.cat(maps)
+
+
+def s10_box_features(size: int = 64, root: str | Path | None = None, weights: str | Path | None = None) -> BoxFeatures:
+    """Feature maps of the CIFAR-10-trained S10 network (``weights/s10_custom_resnet.pt``, frozen) for every raccoon
+    photo at ``size`` px (CIFAR-10 normalization), computed once; training photos also mirrored (augmentation)."""
+    backbone = s10_classifier(10, s10_backbone_weights(weights or repo_file(S10_WEIGHTS))[0])
+    folder = raccoon_root(root)
+    sets = [
+        BoxDataset(folder / f"{split}_labels.csv", folder / "images", box_test_transforms(size, S10_MEAN, S10_STD))
+        for split in ("train", "test")
+    ]
+    stacked = []
+    for dataset in sets:
+        items = [dataset[i] for i in range(len(dataset))]
+        stacked.append((torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])))
+    (train_x, train_y), (test_x, test_y) = stacked
+    train = s10_feature_maps(backbone, torch.cat([train_x, train_x.flip(-1)]))
+    return BoxFeatures(
+        train, torch.cat([train_y, flip_boxes(train_y)]), s10_feature_maps(backbone, test_x), test_y, *sets
+    )
+
+
+def s10_head_seeds(
+    features: BoxFeatures, seeds: tuple[int, ...] = (0, 1, 2), options: HeadOptions | None = None
+) -> tuple[pd.DataFrame, dict[int, torch.Tensor]]:
+    """A :class:`cifar.boxes.SpatialBoxHead` per seed on the frozen S10 features: a row of test metrics per seed
+    (and the training photos' mean IoU, unmirrored), and each seed's predicted test boxes."""
+    options = options or HeadOptions()
+    rows, predicted = [], {}
+    half = len(features.train) // 2
+    for seed in seeds:
+        head = train_box_head(features.train, features.train_targets, replace(options, seed=seed))
+        with torch.no_grad():
+            predicted[seed] = head(features.test)
+            train_iou = box_iou_per_sample(head(features.train[:half]), features.train_targets[:half]).mean()
+        metrics = box_metrics(predicted[seed], features.test_targets, features.test_set.sizes)
+        rows.append({"seed": seed, "train_iou": float(train_iou), **metrics})
+    return pd.DataFrame(rows).set_index("seed"), predicted
+
+
+def compare_with_mean_box(table: pd.DataFrame, baseline: dict) -> pd.DataFrame:
+    """Mean, standard deviation, min and max over seeds of mean IoU and share at IoU >= 0.5, beside the mean box."""
+    columns = ["mean_iou", "share_iou_50"]
+    summary = table[columns].agg(["mean", "std", "min", "max"]).T
+    summary["mean box"] = [baseline[c] for c in columns]
+    summary["seeds above the mean box"] = [int((table[c] > baseline[c]).sum()) for c in columns]
+    return summary
+
+
+#: The studies the command line runs (``--study``), each written as a record ``raccoon_<study>.json``.
+STUDIES = ("overfit", "diagnosis")
+
+
+def run_study(study: str, seeds: int = 3, fast: bool = False, out: Path | None = None, command: str = "") -> dict:
+    """Run a study of :data:`STUDIES` on this machine and write its record to ``out`` (default :data:`RECORDS`)."""
+    device = torch.device("cpu") if study == "overfit" else get_device()
+    started = time.time()
+    if study == "overfit":  # the lesson's sigmoid head, then a linear head: the same photos, steps and seed
+        steps = 20 if fast else 200
+        record = {"images": 8, "steps": steps}
+        for head, sigmoid in (("sigmoid", True), ("linear", False)):
+            config = RaccoonConfig(image_size=64, sigmoid=sigmoid)
+            record[head] = {"config": asdict(config), **overfit_check(config, 8, steps)}
+    else:
+        runs = []
+        for name in DIAGNOSIS:  # the recipe over ``seeds`` seeds (its spread), each change over one
+            for seed in range(seeds if name == "short recipe" else 1):
+                runs.append(diagnosis_run(name, seed, short_recipe(fast), device=device))
+                print(f"{name}, seed {seed}: {runs[-1]['train_fit']} test {runs[-1]['metrics']['mean_iou']:.3f}")
+        record = {"base": asdict(short_recipe(fast)), "changes": DIAGNOSIS, "runs": runs}
+    record = {
+        "command": command,
+        "device": describe_device(device),
+        "threads": torch.get_num_threads(),
+        "wall_seconds": round(time.time() - started, 1),
+        **record,
+    }
+    print(f"{study}: {record['wall_seconds']:.0f} s; {save_record(record, study, out or RECORDS)}")
+    return record
+
+
+def _silent(*_) -> None:
+    pass
 
 
 # ----------------------------------------------------------------------------- command line
@@ -215,6 +499,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
     parser.add_argument("--latency-repeats", type=int, default=20, help="0 skips the latency measurement")
     parser.add_argument(
+        "--study",
+        choices=STUDIES,
+        help="instead of the lesson's run: the overfit-one-batch check, or the diagnosis's runs over --seeds "
+        "(--fast: smoke tests); the record goes to --out as raccoon_<study>.json",
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the diagnosis's base run (default 3)")
+    parser.add_argument(
         "--time-loader",
         action="store_true",
         help="instead of training: the training loader's images/s (2 workers; --fast: 2 batches)",
@@ -241,6 +532,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
             f"over {results['raccoon_images']} images"
         )
         return results
+    if args.study:
+        return run_study(args.study, args.seeds, args.fast, Path(args.out), cli.command_line("cifar.raccoon", argv))
     config = config_from_args(args)
     out = Path(args.out)
     device = get_device()

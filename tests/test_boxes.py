@@ -18,6 +18,10 @@ from torchvision.ops import box_iou
 from cifar import raccoon as lesson
 from cifar.boxes import (
     BoxDataset,
+    CenterSizeBoxes,
+    HeadOptions,
+    ScaledLoss,
+    SpatialBoxHead,
     box_iou_per_sample,
     box_loss,
     box_metrics,
@@ -25,18 +29,22 @@ from cifar.boxes import (
     box_test_transforms,
     box_train_transforms,
     count_multi_box_images,
+    flip_boxes,
+    iou_by_bn_mode,
     iou_score,
     load_box_model,
     mean_box_baseline,
     measure_latency,
     normalize_box,
     original_accuracy,
+    overfit_batch,
     plot_augmented_boxes,
     plot_box_history,
     predict_boxes,
     prediction_gallery,
     read_box_csv,
     save_box_model,
+    train_box_head,
 )
 from cifar.dataset import DataError
 from cifar.model import ResNet50
@@ -415,3 +423,125 @@ def test_iou_reads_a_prediction_as_the_box_spanned_by_its_corners():
     swapped = torch.tensor([[0.5, 0.6, 0.1, 0.2]])
     assert box_iou_per_sample(swapped, true).item() == pytest.approx(1.0)
     assert box_loss("giou")(swapped, true).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- the box lesson's diagnosis and head
+
+
+class _TinyBoxNet(torch.nn.Module):
+    """A few thousand weights with batch norm: enough to fit a handful of 16 px images."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Flatten(),
+            torch.nn.Linear(8 * 16 * 16, 4),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return torch.sigmoid(self.layers(x))
+
+
+def test_overfit_batch_fits_a_handful_of_images():
+    torch.manual_seed(0)
+    images, targets = torch.randn(4, 3, 16, 16), torch.tensor([[0.1, 0.2, 0.6, 0.7], [0.3, 0.1, 0.9, 0.5]] * 2)
+    rows = overfit_batch(_TinyBoxNet(), images, targets, steps=150, lr=1e-3, every=50)
+    assert [row["step"] for row in rows] == [50, 100, 150]
+    assert rows[-1]["loss"] < 1e-3 and rows[-1]["train_mode_iou"] > 0.9, rows[-1]
+    assert 0 <= rows[-1]["eval_mode_iou"] <= 1
+
+
+def test_iou_by_bn_mode_leaves_the_running_statistics_and_the_mode_alone():
+    dataset = torch.utils.data.TensorDataset(torch.randn(6, 3, 16, 16), torch.tensor([[0.1, 0.1, 0.8, 0.9]] * 6))
+    model = _TinyBoxNet().train()
+    norm = model.layers[1]
+    before = norm.running_mean.clone(), norm.running_var.clone()
+    result = iou_by_bn_mode(model, dataset, batch_size=3)
+    assert set(result) == {"train_mode_iou", "eval_mode_iou"}
+    assert torch.equal(norm.running_mean, before[0]) and torch.equal(norm.running_var, before[1])
+    assert model.training and norm.momentum == 0.1
+
+
+def test_flip_boxes_mirrors_x_and_is_its_own_inverse():
+    box = torch.tensor([[0.1, 0.2, 0.4, 0.9]])
+    assert torch.allclose(flip_boxes(box), torch.tensor([[0.6, 0.2, 0.9, 0.9]]))
+    assert torch.allclose(flip_boxes(flip_boxes(box)), box)
+
+
+def test_center_size_boxes_turn_centre_and_size_into_corners():
+    model = CenterSizeBoxes(torch.nn.Identity())
+    assert torch.allclose(model(torch.tensor([[0.5, 0.5, 0.2, 0.4]])), torch.tensor([[0.4, 0.3, 0.6, 0.7]]))
+
+
+def test_scaled_loss_scales_the_loss():
+    outputs, targets = torch.zeros(2, 4), torch.ones(2, 4)
+    assert ScaledLoss(torch.nn.MSELoss(), 100.0)(outputs, targets).item() == pytest.approx(100.0)
+
+
+def test_spatial_box_head_keeps_position_and_trains_to_beat_a_constant():
+    # the box sits where the feature map lights up: a head that reads position must learn it; a constant cannot
+    torch.manual_seed(0)
+    n, features, targets = 64, torch.zeros(64, 2, 8, 8), []
+    for i in range(n):
+        x = i % 4
+        features[i, 0, :, 2 * x : 2 * x + 2] = 1.0
+        targets.append([x / 4, 0.2, x / 4 + 0.25, 0.8])
+    targets = torch.tensor(targets)
+    head = train_box_head(features, targets, HeadOptions(steps=300, lr=1e-2, dropout=0.0, seed=1))
+    assert isinstance(head, SpatialBoxHead) and not head.training
+    with torch.no_grad():
+        iou = box_iou_per_sample(head(features), targets).mean()
+    constant = box_iou_per_sample(targets.mean(0).expand_as(targets), targets).mean()
+    assert iou > 0.8 > constant, (iou, constant)
+    again = train_box_head(features, targets, HeadOptions(steps=300, lr=1e-2, dropout=0.0, seed=1))
+    assert torch.equal(again(features), head(features))  # seeded
+
+
+def test_plot_box_history_draws_the_baseline_on_an_axis_from_0():
+    history = [{"epoch": e, "train_loss": 1.0, "test_loss": 1.0, "train_iou": 0.5, "test_iou": 0.5} for e in (1, 2)]
+    ax = plot_box_history(history, baseline=0.575).axes[1]
+    assert ax.get_ylim() == (0.0, 1.0)
+    assert any("0.575" in line.get_label() for line in ax.get_lines())
+
+
+def test_diagnosis_table_gives_mean_and_spread_per_change():
+    def run(name, seed, iou):
+        return {
+            "name": name, "seed": seed, "config": {"loss_scale": 1.0}, "history": [{"train_loss": 0.02}],
+            "metrics": {"mean_iou": iou, "share_iou_50": 0.5},
+            "train_fit": {"eval_mode_iou": iou, "train_mode_iou": iou},
+        }  # fmt: skip
+
+    table = lesson.diagnosis_table([run("short recipe", 0, 0.5), run("short recipe", 1, 0.6), run("no aug", 0, 0.7)])
+    assert list(table.index) == ["short recipe", "no aug"]
+    assert table.loc["short recipe", "seeds"] == 2
+    assert table.loc["short recipe", "test IoU"] == pytest.approx(0.55)
+    assert table.loc["short recipe", "test IoU spread"] == pytest.approx(0.1)
+
+
+def test_compare_with_mean_box_counts_the_seeds_above_it():
+    import pandas as pd
+
+    table = pd.DataFrame({"mean_iou": [0.6, 0.7, 0.5], "share_iou_50": [0.8, 0.9, 0.7]})
+    summary = lesson.compare_with_mean_box(table, {"mean_iou": 0.55, "share_iou_50": 0.75})
+    assert summary.loc["mean_iou", "seeds above the mean box"] == 2
+    assert summary.loc["mean_iou", "mean"] == pytest.approx(0.6)
+
+
+def test_committed_raccoon_records_are_complete():
+    for name in ("resnet50_224", "overfit", "diagnosis"):
+        record = lesson.load_record(name)
+        assert record["command"] and record["device"], name
+    full = lesson.load_record("resnet50_224")
+    assert len(full["history"]) == full["config"]["epochs"] == 30
+    assert full["metrics"]["mean_iou"] == 0.570 and full["mean_box"]["mean_iou"] == 0.575
+    diagnosis = lesson.load_record("diagnosis")
+    assert {run["name"] for run in diagnosis["runs"]} == set(lesson.DIAGNOSIS)
+
+
+def test_train_box_head_does_not_depend_on_the_callers_random_state():
+    features, targets = torch.randn(16, 4, 4, 4), torch.rand(16, 4).sort(-1).values
+    first = train_box_head(features, targets, HeadOptions(steps=5, seed=3))
+    torch.rand(100)  # the caller draws in between
+    second = train_box_head(features, targets, HeadOptions(steps=5, seed=3))
+    assert torch.equal(first(features), second(features))

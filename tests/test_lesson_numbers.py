@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from test_readme import (
     LESSON_RUN,
+    NB02,
     NB03,
     NB04,
     NUMBER,
@@ -150,3 +151,64 @@ def test_notebook_04_offline_notice_is_one_line():
     text = json.dumps(json.loads((ROOT / NB04).read_text())["cells"])
     assert "URLError" not in text and "Name or service not known" not in text
     assert "offline: random weights" in text
+
+
+# ----------------------------------------------------------------------------- notebook 02, the box lesson (issue 29)
+
+NB02_RECORDS = tuple(
+    Record(f"weights/records/raccoon_{name}.json") for name in ("resnet50_224", "overfit", "diagnosis")
+)
+#: the measured sections of notebook 02: every markdown cell from the overfit check on, and the summary
+NB02_MEASURED = ("### Step 1", "## Summary")
+# numbers of notebook 02's measured prose that define a setting rather than measure; where each is set in code
+NB02_DEFINITIONS = {
+    Decimal(v): where
+    for v, where in {
+        "8": "photos of the overfit check, and the head's 1x1 conv width: raccoon.run_study, boxes.HeadOptions",
+        "16": "batch size: raccoon.RaccoonConfig",
+        "32": "the diagnosis's input size: raccoon.short_recipe",
+        "12": "the diagnosis's epochs (raccoon.short_recipe), and the S10 map's side at 96 px",
+        "96": "the S10 features' input size: notebook 02's s10_box_features call",
+        "3": "seeds: notebook 02",
+        "4": "the head's grid: boxes.HeadOptions",
+        "160": "training photos: the raccoon split",
+        "40": "test photos: the raccoon split",
+        "64": "the overfit check's input size: raccoon.run_study",
+        "224": "the lesson's input size: raccoon.RaccoonConfig",
+        "100": "the loss scale of the diagnosis: raccoon.DIAGNOSIS",
+        "1e-4": "a learning rate of the diagnosis: raccoon.DIAGNOSIS",
+        "1e-3": "Adam's learning rate: raccoon.RaccoonConfig",
+        "120": "the diagnosis's steps: 12 epochs of 10 batches of 16 (raccoon.short_recipe)",
+        "10": "where a sigmoid's gradient is near 0 (raccoon.overfit_table's docstring)",
+        "2048": "ResNet-50's feature width, the input of its fc head: cifar.model.ResNet",
+    }.items()
+}
+
+
+def _nb02_sources() -> list[Decimal]:
+    values = []
+    for cell in json.loads((ROOT / NB02).read_text())["cells"]:
+        for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            for text in [output.get("text", "")] + [output.get("data", {}).get("text/plain", "")]:
+                text = "".join(text) if isinstance(text, list) else text
+                values += [Decimal(m.group(0).replace(",", "")) for m in NUMBER.finditer(text.replace("_", " "))]
+    return values + [value for spec in NB02_RECORDS for value in record_numbers(spec)]
+
+
+def test_notebook_02_measured_prose_quotes_its_outputs():
+    sources = _nb02_sources()
+    cells = [c for c in json.loads((ROOT / NB02).read_text())["cells"] if c["cell_type"] == "markdown"]
+    texts = ["".join(c["source"]) for c in cells]
+    start = next(i for i, text in enumerate(texts) if text.startswith(NB02_MEASURED[0]))
+    summary = next(i for i, text in enumerate(texts) if text.startswith(NB02_MEASURED[1]))
+    missing = {}
+    for index in range(start, summary + 1):
+        text = SECTION.sub(" ", texts[index].split("## Exercises", 1)[0])
+        found = [
+            quoted
+            for quoted, value in quoted_numbers(text)
+            if value not in NB02_DEFINITIONS and not any(matches(value, source) for source in sources)
+        ]
+        if found:
+            missing[index] = found
+    assert not missing, f"numbers in notebook 02's measured prose (markdown cell: numbers) found nowhere: {missing}"

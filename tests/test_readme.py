@@ -108,7 +108,7 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
         "residual connections": [Outputs(NB01)]
         + [Record(f"weights/records/residual_{name}.json") for name in RESIDUAL],
         "S10 custom ResNet, lesson recipe": [Outputs(NB03), Record(LESSON_RUN)],
-        "S10 custom ResNet, the original course's recipe": [Record(ORIGINAL_RUN)],
+        "S10 custom ResNet, the Adam recipe": [Record(ORIGINAL_RUN)],
         "S10 custom ResNet, the short recipe": [Record(SHORT_RUN)],
         "S10 custom ResNet, the tricks recipe": [Record(TRICKS_RECIPE_RUN)],
         # Two rows (mean IoU; share of photos at IoU >= 0.5, which the README gives in percent).
@@ -128,7 +128,7 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
         "S10 from CIFAR-10, leaky splits": [Outputs(NB04)],
     },
     "Time to accuracy": {
-        "original course's recipe": [Record(ORIGINAL_RUN)],
+        "Adam recipe": [Record(ORIGINAL_RUN)],
         "lesson recipe": [Record(LESSON_RUN)],
         "short recipe (then 8 epochs)": "the 8-epoch run's record (weights/s10_fast8.json) is not committed",
         "the same short recipe, 10 epochs": "the 10-epoch run's record (weights/s10_fast10.json) is not committed",

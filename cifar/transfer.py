@@ -208,6 +208,10 @@ class EpochSnapshots:
             Path(self.folder).mkdir(parents=True, exist_ok=True)
             torch.save(state["model"], Path(self.folder) / f"epoch{state['epoch']}.pt")
 
+    def has(self, epoch: int) -> bool:
+        """Whether the model after ``epoch`` was kept (a run of two stages keeps none: its checkpoints differ)."""
+        return (Path(self.folder) / f"epoch{epoch}.pt").is_file()
+
     def load(self, model: nn.Module, epoch: int) -> nn.Module:
         """``model`` (changed in place) holding the weights and statistics kept after ``epoch``."""
         model.load_state_dict(torch.load(Path(self.folder) / f"epoch{epoch}.pt", map_location="cpu"))

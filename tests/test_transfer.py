@@ -492,3 +492,4 @@ def test_epoch_snapshots_keep_the_checkpointed_model_of_each_logged_epoch(tmp_pa
     assert "epoch  2/3" in capsys.readouterr().out
     restored = keep.load(nn.Linear(2, 2), 1)
     assert torch.equal(restored.weight, model.weight)
+    assert keep.has(1) and not keep.has(2)  # the last epoch is the trained model itself

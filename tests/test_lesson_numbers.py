@@ -55,12 +55,13 @@ def _output_numbers(notebook: str = NB03) -> list[Decimal]:
     return values
 
 
-def _unsourced(text: str, sources: list[Decimal]) -> list[str]:
+def _unsourced(text: str, sources: list[Decimal], definitions: dict = DEFINITIONS) -> list[str]:
+    """The numbers ``text`` quotes that are in no source and not among ``definitions``."""
     text = SECTION.sub(" ", text)
     return [
         quoted
         for quoted, value in quoted_numbers(text)
-        if value not in DEFINITIONS and not any(matches(value, source) for source in sources)
+        if value not in definitions and not any(matches(value, source) for source in sources)
     ]
 
 
@@ -135,12 +136,7 @@ def test_notebook_04_prose_quotes_its_outputs():
     missing = {}
     for index, cell in enumerate(json.loads((ROOT / NB04).read_text())["cells"]):
         if cell["cell_type"] == "markdown":
-            text = SECTION.sub(" ", "".join(cell["source"]))
-            found = [
-                quoted
-                for quoted, value in quoted_numbers(text)
-                if value not in DEFINITIONS_04 and not any(matches(value, source) for source in sources)
-            ]
+            found = _unsourced("".join(cell["source"]), sources, DEFINITIONS_04)
             if found:
                 missing[index] = found
     assert not missing, f"numbers in notebook 04's markdown (cell: numbers) found in no output: {missing}"
@@ -203,12 +199,7 @@ def test_notebook_02_measured_prose_quotes_its_outputs():
     summary = next(i for i, text in enumerate(texts) if text.startswith(NB02_MEASURED[1]))
     missing = {}
     for index in range(start, summary + 1):
-        text = SECTION.sub(" ", texts[index].split("## Exercises", 1)[0])
-        found = [
-            quoted
-            for quoted, value in quoted_numbers(text)
-            if value not in NB02_DEFINITIONS and not any(matches(value, source) for source in sources)
-        ]
+        found = _unsourced(texts[index].split("## Exercises", 1)[0], sources, NB02_DEFINITIONS)
         if found:
             missing[index] = found
     assert not missing, f"numbers in notebook 02's measured prose (markdown cell: numbers) found nowhere: {missing}"

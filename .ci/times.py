@@ -2,7 +2,7 @@
 
 ``python3 .ci/times.py REPORT_DIR`` prints one JSON object: the machine, the commit, the seconds
 from CI's start to the end of each step (``elapsed_s``), and the seconds of every test file and
-notebook of the main run and of the simulated Colab run.
+notebook of the three runs (unit tests, notebooks, simulated Colab run).
 ``.ci/run`` writes it to ``REPORT_DIR/ci_times.json``; ``docs/records/`` keeps the ones
 ``docs/testing.md`` quotes. Standard library only (it runs outside the virtual environments).
 """
@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from pathlib import Path
@@ -53,8 +54,15 @@ def main(report: Path) -> dict:
         name, seconds = line.split("\t")
         steps[name] = int(seconds)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    record = {"command": "CI=true bash .ci/run", "commit": commit, "machine": machine(), "elapsed_s": steps}
-    for run in ("main", "colab"):
+    record = {
+        "command": "CI=true bash .ci/run",
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "elapsed_s": steps,
+        "elapsed_min": {name: round(seconds / 60, 1) for name, seconds in steps.items()},
+    }
+    for run in ("main", "notebooks", "colab"):
         if (report / f"{run}.xml").exists():
             record[f"{run}_tests_s"] = test_seconds(report / f"{run}.xml")
     return record

@@ -44,7 +44,16 @@ from .dataset import (
 from .model import CustomResNet
 from .scheduler import one_cycle
 from .train import EpochTotals, ResumableBatches, StepOptions, accuracy_score, evaluate, train_one_epoch
-from .utils import autocast, autocast_dtype, describe_device, get_device, grad_scaler, seed_everything, seed_loader
+from .utils import (
+    PRECISIONS,
+    autocast,
+    describe_device,
+    get_device,
+    grad_scaler,
+    resolve_amp_dtype,
+    seed_everything,
+    seed_loader,
+)
 
 MEAN, STD = CIFAR10_MEAN, CIFAR10_STD
 
@@ -189,10 +198,13 @@ def _images(n: int) -> tuple[np.ndarray, np.ndarray, str]:
         return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n), "random uint8 images"
 
 
-def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False, device=None) -> dict:
-    """Measure every path; returns the results as a dict (what the JSON line prints)."""
+def run(
+    batch_size: int, warmup: int, repeats: int, compile_model: bool = False, device=None, precision: str = "auto"
+) -> dict:
+    """Measure every path (the default path in ``precision``: the policy's unless forced); returns the
+    results as a dict (what the JSON line prints)."""
     device = torch.device(device) if device is not None else get_device()
-    amp = autocast_dtype(device)
+    amp = resolve_amp_dtype(device, PRECISIONS[precision])
     n = batch_size * (warmup + repeats + 1)
     images, labels, source = _images(n)
     albumentations_set = AlbumentationsDataset(images, labels, train_transforms(MEAN, STD))
@@ -223,7 +235,9 @@ def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False,
         paths["compile"] = lambda: time_training(loader(None), device, amp, True, warmup + 1, repeats, True)
     for name, measure in paths.items():
         results.update({f"{name}_{key}": value for key, value in measure().items()})
-    results["speedup"] = results["default_img_s"] / results["baseline_img_s"]
+    for name in paths:
+        results[f"{name}_vs_baseline"] = results[f"{name}_img_s"] / results["baseline_img_s"]
+    results["speedup"] = results["default_vs_baseline"]
     results["eval_img_s"] = time_inference(device, amp, batch_size, warmup, repeats)
     macs = forward_macs(CustomResNet())
     step_flops = 3 * 2 * macs  # forward + backward (about twice the forward)
@@ -232,13 +246,20 @@ def run(batch_size: int, warmup: int, repeats: int, compile_model: bool = False,
     results["reached_tflops"] = best * step_flops / 1e12
     results["bound_tflops"] = matmul_flops(device, amp or torch.float32) / 1e12
     results["fraction_of_bound"] = results["reached_tflops"] / results["bound_tflops"]
+    results["percent_of_bound"] = 100 * results["fraction_of_bound"]
     return results
 
 
 def precision_equivalence(
-    steps: int, batch_size: int = 64, device=None, max_lr: float = 1e-3, test_images: int = 2000, progress: bool = True
+    steps: int,
+    batch_size: int = 64,
+    device=None,
+    test_images: int = 2000,
+    progress: bool = True,
+    precision: str = "auto",
 ) -> dict:
-    """Train twice from the same weights on the same batches: fp32/NCHW, then the default path.
+    """Train twice from the same weights on the same batches: fp32/NCHW, then the default path
+    (autocast in ``precision``, the policy's unless forced, and channels-last).
 
     Both runs see identical augmented batches in the same order (one seeded albumentations
     pipeline, no workers) under a one-cycle Adam schedule over ``steps`` steps; returns the loss
@@ -255,7 +276,9 @@ def precision_equivalence(
     keep = np.random.default_rng(1).permutation(len(test_y))[:test_images]  # all classes, not the first few
     test_set = AlbumentationsDataset(test_x[keep], test_y[keep], test_transforms(MEAN, STD))
     results = {"device": describe_device(device), "steps": steps, "batch_size": batch_size, "data": source}
-    for name, amp, channels_last in (("fp32", None, False), ("default", autocast_dtype(device), True)):
+    max_lr = 1e-3
+    default_amp = resolve_amp_dtype(device, PRECISIONS[precision])
+    for name, amp, channels_last in (("fp32", None, False), ("default", default_amp, True)):
         seed_everything(0)
         model = CustomResNet().to(device)
         if channels_last:
@@ -367,12 +390,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--plot", default=None, help="with --equivalence: save the loss curves to this PNG")
     parser.add_argument("--test-images", type=int, default=2000, help="with --equivalence: test images to score")
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="auto",
+        help="arithmetic of the default path: auto (the precision policy's choice for this device) or force one",
+    )
+    parser.add_argument("--record", default=None, help="also write the results (with the command) to this JSON file")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Command line: the benchmark (or, with ``--equivalence``, the precision comparison); returns its results."""
-    return cli.run(lambda: _main(parse_args(argv)))
+    """Command line: the benchmark (or, with ``--equivalence``, the precision comparison); returns its results,
+    also written to ``--record`` with the command."""
+    args = parse_args(argv)
+    results = cli.run(lambda: _main(args))
+    if args.record:
+        cli.save_record(results, args.record, cli.command_line("cifar.bench", argv))
+    return results
 
 
 def _main(args: argparse.Namespace) -> dict:
@@ -385,7 +420,7 @@ def _main(args: argparse.Namespace) -> dict:
         return results
     if args.equivalence:
         steps, batch_size = args.equivalence, args.batch_size or 64
-        results = precision_equivalence(steps, batch_size, args.device, test_images=args.test_images)
+        results = precision_equivalence(steps, batch_size, args.device, args.test_images, precision=args.precision)
         if args.plot:
             plot_equivalence(results).savefig(args.plot, dpi=100, bbox_inches="tight")
         print(f"{results['steps']} steps of batch {results['batch_size']} on {results['device']}, {results['data']}")
@@ -403,7 +438,7 @@ def _main(args: argparse.Namespace) -> dict:
         return results
     batch_size = args.batch_size or (128 if args.fast else 512)
     repeats = args.repeats or (3 if args.fast else 5)
-    results = run(batch_size, 1 if args.fast else 2, repeats, args.compile, args.device)
+    results = run(batch_size, 1 if args.fast else 2, repeats, args.compile, args.device, args.precision)
     print(format_table(results))
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}))
     return results

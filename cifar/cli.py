@@ -15,10 +15,16 @@ match) into one line on stderr and exit status 1.
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import TypeVar
+
+import torch
 
 from .dataset import DataError
 from .utils import PRECISIONS
@@ -65,3 +71,19 @@ def run(main: Callable[[], T]) -> T:
         return main()
     except USER_ERRORS as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def save_record(results: dict, path: str | Path, command: str) -> Path:
+    """Write a measurement's ``results`` as a JSON record with its command, date, Python and torch versions."""
+    record = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        **results,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"record: {path}")
+    return path

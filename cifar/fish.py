@@ -732,6 +732,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="instead of training: the training loader's images/s (2 workers; --fast: 2 batches)",
     )
+    parser.add_argument("--record", help="with --time-loader: also write the rate (with the command) to this JSON file")
     args = parser.parse_args(argv)
     if args.image_size is not None:
         args.image_size = tuple(args.image_size)
@@ -758,6 +759,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
             f"fish photos' training loader, 2 workers: {results['fish_img_s']:.0f} images/s "
             f"over {results['fish_images']} images"
         )
+        if args.record:
+            cli.save_record(results, args.record, cli.command_line("cifar.fish", argv))
         return results
     config = config_from_args(args, "imagenet" if args.recipe == "auto" else args.recipe)
     random_config = None

@@ -510,6 +510,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="instead of training: the training loader's images/s (2 workers; --fast: 2 batches)",
     )
+    parser.add_argument("--record", help="with --time-loader: also write the rate (with the command) to this JSON file")
     return parser.parse_args(argv)
 
 
@@ -531,6 +532,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
             f"raccoon photos' training loader, 2 workers: {results['raccoon_img_s']:.0f} images/s "
             f"over {results['raccoon_images']} images"
         )
+        if args.record:
+            cli.save_record(results, args.record, cli.command_line("cifar.raccoon", argv))
         return results
     if args.study:
         return run_study(args.study, args.seeds, args.fast, Path(args.out), cli.command_line("cifar.raccoon", argv))

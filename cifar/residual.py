@@ -64,12 +64,12 @@ class ResidualConfig:
 
 
 def residual_config(network: str = "resnet20", fast: bool = False, **changes) -> ResidualConfig:
-    """The lesson's recipe for a network of :data:`NETWORKS`; ``fast``: 500 training and 500 test images, batch 50."""
+    """The lesson's recipe for a network of :data:`NETWORKS`; ``fast``: 250 training and 200 test images, batch 50."""
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {sorted(NETWORKS)}, not {network!r}")
     depth, shortcut = NETWORKS[network]
     if fast:
-        changes = {"epochs": 1, "batch_size": 50, "train_subset": 500, "test_subset": 500, **changes}
+        changes = {"epochs": 1, "batch_size": 50, "train_subset": 250, "test_subset": 200, **changes}
     return ResidualConfig(depth=depth, shortcut=shortcut, **changes)
 
 

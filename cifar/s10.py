@@ -58,9 +58,10 @@ from .train import (
     FitOptions,
     FitResult,
     WeightAverage,
-    evaluate,
+    accuracy_score,
     first_epoch_reaching,
     fit,
+    predict,
     run_seconds,
 )
 from .utils import (
@@ -394,18 +395,24 @@ def evaluate_weights(
     batch_size: int = 500,
     amp_dtype: torch.dtype | None | str = "auto",
     tta: str = "recorded",
-) -> dict[str, float]:
-    """Test loss and accuracy (%) of saved S10 weights on the whole CIFAR-10 test set.
+    sample: int | None = None,
+) -> dict:
+    """Test loss, accuracy (%) and predicted classes of saved S10 weights on the CIFAR-10 test set.
 
     Uses the normalization and the test-time augmentation recorded beside the weights, or the
     ``tta`` given instead: ``none``, ``flip`` or ``shift`` (flips of the image and of its
-    1-pixel shifts), to measure what each adds.
+    1-pixel shifts), to measure what each adds. ``sample``: only this many test images, a seeded
+    random draw (``indices``, in the test set's order), else all of them.
     """
     if tta not in TTA_CHOICES:
         raise ValueError(f"tta must be one of {TTA_CHOICES}, not {tta!r}")
     model, record = load_s10_weights(path)
     device = device or get_device()
     images, labels = load_cifar10("test", root)
+    indices = np.arange(len(labels))
+    if sample is not None:
+        indices = np.sort(np.random.default_rng(0).permutation(len(labels))[:sample])
+        images, labels = images[indices], labels[indices]
     loader = make_loader(
         AlbumentationsDataset(images, labels, test_transforms(tuple(record["mean"]), tuple(record["std"]))),
         batch_size,
@@ -417,8 +424,27 @@ def evaluate_weights(
         shift = bool(record["recipe"].get("tricks", {}).get("shift_tta", False))
         tta = "shift" if shift else "flip" if recorded_option(record, "flip_tta") else "none"
     amp_dtype = resolve_amp_dtype(device, amp_dtype)
-    result = evaluate(model, loader, device, amp_dtype, tta=tta)
-    return {"loss": result["loss"], "accuracy": result["score"], "images": len(labels)}
+    outputs, targets = predict(model, loader, device, amp_dtype, tta=tta)
+    return {
+        "loss": nn.functional.cross_entropy(outputs, targets).item(),
+        "accuracy": accuracy_score(outputs, targets).mean().item(),
+        "images": len(labels),
+        "predictions": outputs.argmax(1).tolist(),
+        "indices": indices.tolist(),
+    }
+
+
+def save_predictions(predictions: list[int], path: str | Path) -> Path:
+    """The predicted class of every test image, in the test set's order, as one line of digits."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(str(label) for label in predictions) + "\n")
+    return path
+
+
+def load_predictions(path: str | Path) -> np.ndarray:
+    """The classes :func:`save_predictions` wrote."""
+    return np.array([int(digit) for digit in Path(path).read_text().strip()], dtype=np.int64)
 
 
 def restore_run(
@@ -645,6 +671,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=TTA_CHOICES,
         default="recorded",
         help="with --evaluate: the test-time augmentation (default: the one recorded with the weights)",
+    )
+    parser.add_argument(
+        "--predictions",
+        metavar="FILE",
+        default=None,
+        help="with --evaluate: also write the predicted class of every test image to FILE "
+        "(weights/predictions/<name>.txt: what the weights test checks a sample against)",
     )
     parser.add_argument(
         "--trick",
@@ -879,7 +912,7 @@ def s10_config(fast: bool = False, recipe: str = "lesson") -> S10Config:
     """A named recipe (see :data:`RECIPES`); ``fast`` shrinks it to a smoke test (small subsets, 2 short epochs)."""
     config = RECIPES[_recipe_key(recipe)]()
     if fast:
-        config = replace(config, epochs=2, batch_size=64, finder_iters=20, train_subset=640, test_subset=500)
+        config = replace(config, epochs=2, batch_size=32, finder_iters=12, train_subset=320, test_subset=200)
     return config
 
 
@@ -990,7 +1023,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     if args.evaluate:
-        return _evaluate_command(args.evaluate, args.data_dir, PRECISIONS[args.precision], args.tta)
+        result = _evaluate_command(args.evaluate, args.data_dir, PRECISIONS[args.precision], args.tta)
+        if args.predictions:
+            print(f"predictions: {save_predictions(result['predictions'], args.predictions)}")
+        return result
     if args.range_test:
         return record_range_test(config_from_args(args), args.range_test, args.data_dir, argv)
     if args.restore:

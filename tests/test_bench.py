@@ -67,10 +67,16 @@ def test_benchmark_fast_runs_and_reports(capsys):
 
 
 def test_precision_equivalence_trains_both_paths_on_the_same_batches(tmp_path, capsys):
-    plot = tmp_path / "equivalence.png"
+    plot, saved = tmp_path / "equivalence.png", tmp_path / "records" / "equivalence.json"
     results = bench.main(["--equivalence", "6", "--batch-size", "8", "--device", "cpu", "--test-images", "40",
-                          "--plot", str(plot)])  # fmt: skip
-    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+                          "--plot", str(plot), "--precision", "bf16", "--record", str(saved)])  # fmt: skip
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == f"record: {saved}"
+    record = json.loads(printed[-2])
+    assert record["autocast"] == "bfloat16" and record["reference"] == "float32"  # forced, whatever the CPU has
+    kept = json.loads(saved.read_text())  # the record keeps the curves (the figure can be drawn from it)
+    assert kept["command"].startswith("python -m cifar.bench --equivalence 6") and kept["torch"] == torch.__version__
+    assert kept["fp32_losses"] == results["fp32_losses"] and kept["default_test_acc"] == results["default_test_acc"]
     assert "fp32_losses" not in record and record["steps"] == 6 and record["test_images"] == 40
     fp32, fast = results["fp32_losses"], results["default_losses"]
     assert len(fp32) == len(fast) == 6 and all(np.isfinite(fp32 + fast))
@@ -102,14 +108,21 @@ def test_table_names_the_precision_each_path_used():
     assert "data ms" in without.splitlines()[1] and "keeps up" in without
 
 
-def test_photo_loader_rates_time_the_lessons_loaders(capsys):
+def test_photo_loader_rates_time_the_lessons_loaders(tmp_path, capsys):
     """--time-loader times the raccoon and fish training loaders: at most 2 batches after the first, in fast mode."""
     from cifar import fish, raccoon
 
     root = os.environ.get("CIFAR_DATA_DIR")
     if not root or not all((Path(root) / name).is_dir() for name in ("raccoon", "fish_egu2017")):
         pytest.skip("the raccoon and fish photos are absent: set CIFAR_DATA_DIR to a folder holding both")
-    results = {**raccoon.main(["--time-loader", "--fast"]), **fish.main(["--time-loader", "--fast"])}
+    saved = tmp_path / "fish_loader.json"
+    results = {
+        **raccoon.main(["--time-loader", "--fast"]),
+        **fish.main(["--time-loader", "--fast", "--record", str(saved)]),
+    }
+    record = json.loads(saved.read_text())
+    assert record["command"] == f"python -m cifar.fish --time-loader --fast --record {saved}"
+    assert record["fish_img_s"] == results["fish_img_s"]
     assert results["raccoon_images"] == 2 * 16 and results["fish_images"] == 2 * 128  # their lessons' batch sizes
     assert results["raccoon_img_s"] > 0 and results["fish_img_s"] > 0
     out = capsys.readouterr().out
@@ -120,3 +133,15 @@ def test_loader_rate_counts_every_batch_after_the_first(capsys):
     results = bench.main(["--loader", "--fast", "--batch-size", "8"])
     assert results["images"] == 8 * 4 and results["workers"] == 2 and results["loader_img_s"] > 0
     assert "images/s over 32 images" in capsys.readouterr().out
+
+
+def test_benchmark_record_holds_the_table_and_the_command(tmp_path, capsys):
+    saved = tmp_path / "bench.json"
+    args = ["--fast", "--batch-size", "8", "--repeats", "1", "--device", "cpu", "--precision", "fp32"]
+    results = bench.main([*args, "--record", str(saved)])
+    record = json.loads(saved.read_text())
+    assert record["command"] == "python -m cifar.bench " + " ".join(args) + f" --record {saved}"
+    assert record["autocast"] == "none (fp32)" and record["default_img_s"] == results["default_img_s"]
+    assert {"date", "python", "torch", "device"} <= set(record)
+    table = bench.format_table(record)  # the page's table is the record's
+    assert f"{record['baseline_img_s']:.0f}" in table

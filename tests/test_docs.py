@@ -113,13 +113,38 @@ PAGES = {
 }
 
 
+# a page -> the measurement records of docs/records/ that are its sources besides the course's results
+PAGE_RECORDS = {
+    "docs/performance.md": ("bench_*.json", "loader_*.json", "precision_equivalence.json"),
+    "docs/testing.md": ("ci_*.json",),
+}
+
+
 @cache
-def course_results() -> tuple[Decimal, ...]:
-    """Every number of the course's committed results: notebook outputs and every run record."""
+def course_results(page: str = "") -> tuple[Decimal, ...]:
+    """Every number of the course's committed results (notebook outputs and every run record), and of
+    the measurement records in docs/records/ that ``page`` quotes (``PAGE_RECORDS``)."""
     specs = [Outputs(NB02), Outputs(NB03), Outputs(NB04), Outputs(NB02, line="share_iou_50", scale=100)]
     specs += [Record(str(path.relative_to(ROOT))) for path in sorted((ROOT / "weights").rglob("*.json"))]
     specs += [Record(SWEEP, json.loads(line)["name"]) for line in (ROOT / SWEEP).read_text().splitlines()]
+    specs += [Record(str(path.relative_to(ROOT))) for path in page_records(page)]
     return tuple(value for spec in specs for value in source_numbers(spec))
+
+
+def page_records(page: str) -> list[Path]:
+    return sorted(path for pattern in PAGE_RECORDS.get(page, ()) for path in (DOCS / "records").glob(pattern))
+
+
+def test_every_record_in_docs_is_a_pages_source():
+    records = set((DOCS / "records").glob("*.json"))
+    quoted = {path for page in PAGE_RECORDS for path in page_records(page)}
+    assert records == quoted, f"records no page quotes: {sorted(p.name for p in records - quoted)}"
+    for page in PAGE_RECORDS:
+        text = (ROOT / page).read_text()
+        for path in page_records(page):  # each record is named on its page, with the command that wrote it
+            record = json.loads(path.read_text())
+            assert f"docs/records/{path.name}" in text, f"{page} does not name {path.name}"
+            assert record["command"], path.name
 
 
 def page_text(page: str) -> str:
@@ -147,7 +172,7 @@ def test_every_docs_page_is_checked():
 
 @pytest.mark.parametrize("page", ["README.md", "docs/experiments.md", "docs/performance.md"])
 def test_page_numbers_appear_in_the_results(page):
-    results = course_results()
+    results = course_results(page)
     quoted = quoted_numbers(page_text(page))
     unsourced, derived = UNSOURCED[page], DERIVED.get(page, {})
     for text, compute in derived.items():
@@ -193,11 +218,16 @@ def test_testing_page_matches_the_constraints():
         assert f"| {package} | {minor} | {minor} (newest patch) |" in rows.get(package, ""), package
     sources = constraints + (ROOT / "requirements.txt").read_text() + (ROOT / ".ci" / "colab").read_text()
     allowed = numbers_in(sources)
+    allowed += [
+        value
+        for path in page_records("docs/testing.md")
+        for value in source_numbers(Record(str(path.relative_to(ROOT))))
+    ]
     text = re.sub(r"\d+\.\d+\.\d+\.\d+", " ", page)  # the address 127.0.0.1
     unsourced = UNSOURCED["docs/testing.md"]
     quoted = quoted_numbers(text)
     missing = [t for t, v in quoted if t not in unsourced and not any(matches(v, s) for s in allowed)]
     assert not sorted(set(unsourced) - {t for t, _ in quoted}), "UNSOURCED lists numbers docs/testing.md lacks"
     assert not missing, (
-        f"docs/testing.md numbers in neither constraints/colab.txt, requirements.txt nor .ci/colab: {missing}"
+        f"docs/testing.md numbers in no source (constraints, requirements, .ci/colab, a CI record): {missing}"
     )

@@ -108,7 +108,7 @@ def test_config_names_and_fast_mode():
     assert residual.residual_config("plain56").name == "plain56"
     assert residual.residual_config("resnet20").name == "resnet20"
     fast = residual.residual_config("resnet56", fast=True)
-    assert (fast.depth, fast.shortcut, fast.epochs, fast.train_subset) == (56, "residual", 1, 500)
+    assert (fast.depth, fast.shortcut, fast.epochs, fast.train_subset) == (56, "residual", 1, 250)
     with pytest.raises(ValueError):
         residual.residual_config("resnet110")
 

@@ -257,8 +257,8 @@ def test_lr_range_test_prints_nothing_of_torch_lr_finder(capfd):
 
 
 def test_the_range_test_command_writes_a_record_that_a_restore_draws(cifar10_root, tmp_path, capsys):
-    args = ["--data-dir", str(cifar10_root), "--epochs", "2", "--batch-size", "64", "--finder-iters", "10",
-            "--train-subset", "600", "--test-subset", "100"]  # fmt: skip
+    args = ["--data-dir", str(cifar10_root), "--epochs", "2", "--batch-size", "32", "--finder-iters", "10",
+            "--train-subset", "320", "--test-subset", "100"]  # fmt: skip
     record = s10.main([*args, "--range-test", str(tmp_path / "range_test.json")])
     assert json.loads((tmp_path / "range_test.json").read_text()) == record
     assert record["command"].startswith("python -m cifar.s10 ") and "--range-test" in record["command"]
@@ -404,7 +404,7 @@ def test_recipes_and_command_line_overrides():
     assert lesson.epochs == original.epochs == 24 and lesson.pct_start == original.pct_start == 5 / 24
     assert s10.s10_model(lesson).logit_scale == 0.125 and s10.s10_model(original).logit_scale == 1.0
     smoke = s10.s10_config(fast=True, recipe="original")
-    assert (smoke.optimizer, smoke.epochs, smoke.train_subset) == ("adam", 2, 640)
+    assert (smoke.optimizer, smoke.epochs, smoke.train_subset) == ("adam", 2, 320)
     assert s10.config_from_args(s10.parse_args([])) == lesson
     assert s10.config_from_args(s10.parse_args(["--recipe", "original"])) == original
     args = s10.parse_args(["--recipe", "original", "--epochs", "3", "--label-smoothing", "0.1"])
@@ -448,8 +448,8 @@ def test_restore_rebuilds_a_finished_run_without_training(cifar10_root, tmp_path
     import shutil
     from types import SimpleNamespace
 
-    args = ["--data-dir", str(cifar10_root), "--epochs", "2", "--batch-size", "64", "--finder-iters", "10",
-            "--train-subset", "600", "--test-subset", "100"]  # fmt: skip
+    args = ["--data-dir", str(cifar10_root), "--epochs", "2", "--batch-size", "32", "--finder-iters", "10",
+            "--train-subset", "320", "--test-subset", "100"]  # fmt: skip
     s10.main([*args, "--out", str(tmp_path / "run"), "--weights", str(tmp_path / "w.pt")])
     summary = s10.main([*args, "--out", str(tmp_path / "restored"), "--restore", str(tmp_path / "w.pt")])
     original = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)

@@ -144,10 +144,12 @@ def layer_gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.T
     """The norm of the loss gradient of each weighted layer's weights, from input to output, on one batch.
 
     The gradient of the cross-entropy of ``model`` (in training mode, as in a training step) on
-    ``images``; computed on a copy, so ``model`` and its batch-norm statistics are left as they are.
+    ``images``; computed on a copy, so ``model`` and its batch-norm statistics are left as they are. In
+    float64: a deep plain network's gradients at initialisation are so sensitive that in float32 the
+    order of a machine's sums (its number of threads) moves plain-56's first-layer norm by a quarter.
     """
-    model = copy.deepcopy(model).train()
-    loss = nn.functional.cross_entropy(model(images), labels)
+    model = copy.deepcopy(model).double().train()
+    loss = nn.functional.cross_entropy(model(images.double()), labels)
     loss.backward()
     return [(name, layer.weight.grad.norm().item()) for name, layer in _weighted_layers(model)]
 

@@ -104,6 +104,23 @@ def test_gradient_norms_per_layer_leave_the_model_as_it_was():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_gradient_norms_do_not_depend_on_the_thread_count(cifar10_root):
+    """Plain-56 at initialisation on the lesson's first batch: in float32, one thread or two moved its first
+    conv's gradient norm from 146 to 193 on a 2-core AMD EPYC; notebook 01 prints these norms."""
+    batches, _ = residual.residual_data(residual.residual_config("resnet56"), cifar10_root, device=torch.device("cpu"))
+    images, labels = next(iter(batches))
+    model = residual.residual_model(residual.residual_config("plain56"))
+    threads = torch.get_num_threads()
+    try:
+        norms = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            norms.append([value for _, value in residual.layer_gradient_norms(model, images, labels)])
+    finally:
+        torch.set_num_threads(threads)
+    assert norms[0] == pytest.approx(norms[1], rel=1e-6)
+
+
 def test_config_names_and_fast_mode():
     assert residual.residual_config("plain56").name == "plain56"
     assert residual.residual_config("resnet20").name == "resnet20"

@@ -11,8 +11,12 @@ against each row's own sources. This module checks the rest of every page:
   manifests', the albumentations release is the installed one's, the other numbers are
   ``download.py``'s, the lessons' numbers, or the cited year of CIFAR-10's report;
 * ``docs/testing.md``: the Colab versions table is ``constraints/colab.txt``'s, and every number of
-  the page is in that file, ``requirements.txt`` or ``.ci/colab``, or is a measured CI time listed in
-  ``UNSOURCED``.
+  the page is in that file, ``requirements.txt``, ``.ci/colab`` or a CI timing record
+  (``docs/records/ci_*.json``, written by ``.ci/times.py``).
+
+``docs/performance.md`` and ``docs/testing.md`` also read the measurement records of ``docs/records/``
+(``PAGE_RECORDS``); the Colab estimate's arithmetic is computed again (``DERIVED``) from the benchmark's
+record, the GPU sweep and torchinfo, with the two datasheet peaks it starts from.
 
 Every page in ``docs/`` must be named in ``PAGES``, so a new page needs its check.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from decimal import Decimal
 from functools import cache
 from importlib.metadata import version
@@ -54,28 +59,11 @@ UNSOURCED: dict[str, dict[str, str]] = {
         "87.80": "test-time augmentation flip, printed by `--evaluate` (output not committed)",
     },
     "docs/performance.md": {
-        **{
-            number: "`python -m cifar.bench` on the course's CPUs: its output is not committed"
-            for number in ("0.35", "168", "170", "199", "2.47", "2.5", "2.69", "2.7", "2.71", "207", "448", "58")
-        },
-        **{
-            number: "`python -m cifar.bench --equivalence 300`: its output is not committed"
-            for number in ("0.039", "1.143", "2,000", "64.35")
-        },
-        **{
-            number: "`python -m cifar.bench --loader --photos`: its output is not committed"
-            for number in ("1,164", "11,571", "503")
-        },
-        "3.66": "ResNet-34's forward GMAC at 224x224 (torchinfo), an input of the Colab estimate",
-        "790": "the bf16 matrix-product peak of the lent H200, the workplace's measurement",
-        "98": "the size of torchvision's ResNet-50 weight file in MB",
-        **{number: "the Colab estimate's arithmetic (docs/performance.md)" for number in ("4,900", "450", "650")},
+        "1,979": "NVIDIA's H200 datasheet (linked on the page): BF16 tensor core peak with sparsity",
+        "65": "NVIDIA's T4 datasheet (linked on the page): FP16 tensor core peak",
     },
     "README.md": {},
-    "docs/testing.md": {
-        number: "a time measured for issue 30 on the 2-core CPU (its commit message has the commands)"
-        for number in ("28", "42", "160", "309", "13.1", "93.5", "70.4", "67.4", "48.3")
-    },
+    "docs/testing.md": {},
 }
 
 
@@ -97,8 +85,74 @@ def _resnet50_receptive_field() -> Decimal:
     return Decimal(int(course_tables()["ResNet-50"].rf_out.iloc[-1]))
 
 
+# published peaks the Colab estimate of docs/performance.md starts from (the page links each datasheet)
+H200_BF16_SPARSE_TFLOPS = 1979  # NVIDIA H200 SXM, BF16 tensor core, with 2:4 sparsity (dense: half)
+T4_FP16_TFLOPS = 65  # NVIDIA T4, FP16/FP32 mixed precision tensor core
+
+
+def _bench_record() -> dict:
+    return json.loads((DOCS / "records" / "bench_amd_epyc_avx2.json").read_text())
+
+
+def _h200_images_per_s() -> Decimal:
+    """The median epoch (images/s) of the 27 GPU sweep runs."""
+    rows = [json.loads(line) for line in (ROOT / SWEEP).read_text().splitlines()]
+    return Decimal(str(statistics.median(epoch["images_per_s"] for row in rows for epoch in row["history"])))
+
+
+def _forward_gmac(model: str, height: int, width: int) -> Decimal:
+    from torchinfo import summary
+    from torchvision import models
+
+    network = getattr(models, model)()
+    return Decimal(summary(network, input_size=(1, 3, height, width), verbose=0, device="cpu").total_mult_adds) / 10**9
+
+
+def _s10_gmac() -> Decimal:
+    return Decimal(str(_bench_record()["gmac_per_image"]))
+
+
+def _h200_tflops() -> Decimal:  # 6 FLOP per MAC for a training step (forward, backward)
+    return _h200_images_per_s() * 6 * _s10_gmac() / 1000
+
+
+def _share_of_h200_peak() -> Decimal:  # percent of the dense bf16 peak
+    return 100 * _h200_tflops() / (Decimal(H200_BF16_SPARSE_TFLOPS) / 2)
+
+
+def _t4_tflops() -> Decimal:
+    return _share_of_h200_peak() / 100 * T4_FP16_TFLOPS
+
+
+def _t4_images_per_s(gmac: Decimal) -> Decimal:
+    return _t4_tflops() * 1000 / (6 * gmac)
+
+
+def _avx2_epoch_minutes() -> Decimal:  # 50,000 images at the benchmark's best training path
+    best = max(_bench_record()[f"{path}_img_s"] for path in ("baseline", "default", "tensor", "compile"))
+    return Decimal(50_000) / Decimal(str(best)) / 60
+
+
+def _t4_s10_lesson_minutes() -> Decimal:  # 24 epochs of 50,000 images and a 100-step range test at batch 512
+    return (24 * 50_000 + 100 * 512) / _t4_images_per_s(_s10_gmac()) / 60
+
+
 # numbers a page computes from committed sources: the test computes them again
 DERIVED = {
+    "docs/performance.md": {
+        "56,764": _h200_images_per_s,
+        "129": _h200_tflops,
+        "13.1": _share_of_h200_peak,
+        "8.5": _t4_tflops,
+        "4.09": lambda: _forward_gmac("resnet50", 224, 224),
+        "2.84": lambda: _forward_gmac("resnet34", 160, 240),
+        "3,729": lambda: _t4_images_per_s(_s10_gmac()),
+        "346": lambda: _t4_images_per_s(_forward_gmac("resnet50", 224, 224)),
+        "499": lambda: _t4_images_per_s(_forward_gmac("resnet34", 160, 240)),
+        "5.6": _t4_s10_lesson_minutes,
+        "13": _avx2_epoch_minutes,
+        "5.1": lambda: 24 * _avx2_epoch_minutes() / 60,
+    },
     "docs/experiments.md": {
         "90.06": _mean_of_two_seeds,  # the two seeds of the tricks recipe, 90.20% and 89.92%
         "427": _resnet50_receptive_field,  # ResNet-50's last conv, cifar.rf (RF_Calculation.xlsx)

@@ -1,9 +1,9 @@
-"""Training-speed benchmark of the S10 network: the original course's way against the project's paths.
+"""Training-speed benchmark of the S10 network: a plain fp32 baseline against the project's paths.
 
 ``python -m cifar.bench`` (``--fast`` for a short run) measures, on one device and in one run,
 images per second of a whole training step (data preparation, forward, backward, optimizer) for
 
-* ``baseline``: fp32, NCHW, per-sample albumentations through a DataLoader with workers (the original);
+* ``baseline``: fp32, NCHW, per-sample albumentations through a DataLoader with workers (the textbook way);
 * ``default``: the project's default training path (autocast where it is fast, channels-last,
   per-sample albumentations as in the lesson);
 * ``tensor``: the default precision and layout fed by :class:`cifar.dataset.TensorBatches`
@@ -14,6 +14,8 @@ then inference images/s, the FLOP/s reached against a measured matmul bound, and
 ``--equivalence STEPS`` instead trains the network twice from the same weights on the same batches,
 in fp32/NCHW and on the default path (autocast, channels-last), and compares the loss curves and test accuracy.
 Same batch size and model everywhere; warm-up steps excluded; the median of repeated steps.
+``--precision`` forces the default path's arithmetic; ``--record FILE`` keeps the results with the command
+(``docs/records/`` holds the ones docs/performance.md quotes).
 """
 
 from __future__ import annotations

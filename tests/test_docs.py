@@ -51,13 +51,7 @@ SWEEP = "weights/records/s10_tricks_gpu_sweep.jsonl"
 
 # page -> {number as written: why it has no committed source}; checked both ways (a listed number must occur)
 UNSOURCED: dict[str, dict[str, str]] = {
-    "docs/experiments.md": {
-        "89.11": "the short recipe's 8-epoch run: its record (s10_fast8.json) is not committed",
-        "89.83": "the short recipe's 10-epoch run: its record (s10_fast10.json) is not committed",
-        "5.1": "the 8-epoch run's epoch time (record not committed), in an estimate",
-        "87.23": "test-time augmentation none, printed by `--evaluate` (output not committed)",
-        "87.80": "test-time augmentation flip, printed by `--evaluate` (output not committed)",
-    },
+    "docs/experiments.md": {},
     "docs/performance.md": {
         "1,979": "NVIDIA's H200 datasheet (linked on the page): BF16 tensor core peak with sparsity",
         "65": "NVIDIA's T4 datasheet (linked on the page): FP16 tensor core peak",

@@ -130,8 +130,6 @@ SOURCES: dict[str, dict[str, list[Outputs | Record] | str]] = {
     "Time to accuracy": {
         "Adam recipe": [Record(ORIGINAL_RUN)],
         "lesson recipe": [Record(LESSON_RUN)],
-        "short recipe (then 8 epochs)": "the 8-epoch run's record (weights/s10_fast8.json) is not committed",
-        "the same short recipe, 10 epochs": "the 10-epoch run's record (weights/s10_fast10.json) is not committed",
         "the short recipe as it is now, 11 epochs": [Record(SHORT_RUN)],
         "the tricks recipe as it is now": [Record(TRICKS_RECIPE_RUN)],
         "the first tricks recipe": [Record(TRICKS_RUN)],

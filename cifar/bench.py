@@ -58,6 +58,7 @@ from .utils import (
 )
 
 MEAN, STD = CIFAR10_MEAN, CIFAR10_STD
+EQUIVALENCE_MAX_LR = 1e-3  # the one-cycle Adam peak of --equivalence
 
 
 def _synchronize(device: torch.device) -> None:
@@ -278,15 +279,14 @@ def precision_equivalence(
     keep = np.random.default_rng(1).permutation(len(test_y))[:test_images]  # all classes, not the first few
     test_set = AlbumentationsDataset(test_x[keep], test_y[keep], test_transforms(MEAN, STD))
     results = {"device": describe_device(device), "steps": steps, "batch_size": batch_size, "data": source}
-    max_lr = 1e-3
     default_amp = resolve_amp_dtype(device, PRECISIONS[precision])
     for name, amp, channels_last in (("fp32", None, False), ("default", default_amp, True)):
         seed_everything(0)
         model = CustomResNet().to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=max_lr / 100, weight_decay=1e-4)
-        schedule = one_cycle(optimizer, max_lr, 1, steps)
+        optimizer = torch.optim.Adam(model.parameters(), lr=EQUIVALENCE_MAX_LR / 100, weight_decay=1e-4)
+        schedule = one_cycle(optimizer, EQUIVALENCE_MAX_LR, 1, steps)
         loader = make_loader(train_set, batch_size, train=True, seed=0, num_workers=0, device=device)
         seed_loader(loader, 0)
         loss_fn = nn.CrossEntropyLoss()
